@@ -1,0 +1,60 @@
+"""The shared bench model: one virtual clock, every simulator, and their wiring.
+
+Simulators look each other up here, which is how physics couples them:
+``wiring`` maps a destination port to a source port, e.g.
+``{"scope1:1": "awg1:1"}`` puts AWG channel 1's output on scope channel 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from drivers.sim.clock import VirtualClock
+
+if TYPE_CHECKING:
+    from drivers.sim.base import SimInstrument
+
+
+def parse_port(port: str) -> tuple[str, int]:
+    """``"awg1:2"`` -> ("awg1", 2)."""
+    name, sep, channel = port.partition(":")
+    if not sep or not channel.isdigit() or not name:
+        raise ValueError(f"port {port!r} is not of the form NAME:CHANNEL")
+    return name, int(channel)
+
+
+class BenchModel:
+    """State shared by the simulators of one bench."""
+
+    def __init__(
+        self,
+        *,
+        clock: VirtualClock | None = None,
+        seed: int = 0,
+        wiring: Mapping[str, str] | None = None,
+        ambient_c: float = 22.0,
+    ) -> None:
+        self.clock = clock if clock is not None else VirtualClock()
+        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.ambient_c = ambient_c
+        self.instruments: dict[str, SimInstrument] = {}
+        self.wiring: dict[tuple[str, int], tuple[str, int]] = {}
+        for dest, src in (wiring or {}).items():
+            self.wiring[parse_port(dest)] = parse_port(src)
+
+    def add(self, sim: SimInstrument) -> None:
+        if sim.name in self.instruments:
+            raise ValueError(f"duplicate simulated instrument {sim.name!r}")
+        self.instruments[sim.name] = sim
+
+    def source_of(self, name: str, channel: int) -> tuple[SimInstrument, int] | None:
+        """The simulator and output channel wired to input ``name:channel``."""
+        src = self.wiring.get((name, channel))
+        if src is None:
+            return None
+        sim = self.instruments.get(src[0])
+        return None if sim is None else (sim, src[1])
