@@ -21,6 +21,8 @@ def _metres_to_nm(reply: str) -> float:
 
 
 class SantecTSL570(TunableLaser):
+    """Santec TSL-570 over LAN (raw socket, port 5000) or GPIB, CR terminated."""
+
     model = "santec_tsl570"
     modelled_on = "Santec TSL-570 (SCPI mode)"
     read_termination = "\r"

@@ -1,0 +1,192 @@
+"""The ``labctl`` command line.
+
+    labctl sim [CONFIG] [--json]          start a bench's simulators and keep them running
+    labctl instruments [CONFIG] [--json]  connect to every instrument, print identity and state
+    labctl run [CONFIG]                   the main job on a bench
+    labctl calc qsm ...                   quantum secure metrology planning
+
+With no CONFIG every command uses the shipped simulated bench
+(``configs/sim_bench.toml``) and starts its simulators itself. Errors are one
+line on stderr (``--debug`` shows the traceback); progress goes to stderr so
+``--json`` output on stdout stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from drivers.errors import InstrumentError
+from labctl import calc_qsm
+from labctl.bench import Bench, start_simulators
+from labctl.config import ConfigError, load_bench
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 1."""
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "config",
+        nargs="?",
+        default=None,
+        help="bench file (TOML); default: the shipped simulated bench",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labctl", description="Lab control and streaming DSP for quantum-optics benches."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sim", help="start the simulators of a bench and keep them running")
+    _add_config(p)
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON line of resources when ready"
+    )
+    p.add_argument(
+        "--duration-s",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: until interrupted)",
+    )
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("instruments", help="connect to each instrument, print identity and state")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_instruments)
+
+    p = sub.add_parser("run", help="run the main job on a bench")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("calc", help="calculators")
+    calc_sub = p.add_subparsers(dest="calc_command", required=True, metavar="CALC")
+    calc_qsm.add_parser(calc_sub)
+    return parser
+
+
+# ---------------------------------------------------------------------------
+def cmd_sim(args: argparse.Namespace) -> int:
+    config = load_bench(args.config)
+    _progress(f"starting {len(config.instruments)} simulators of bench {config.name!r}")
+    host = start_simulators(config, all_instruments=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        table = {
+            name: {
+                "class": icfg.instrument_class,
+                "model": icfg.model,
+                "resource": host.resources[name],
+            }
+            for name, icfg in config.instruments.items()
+        }
+        if args.json:
+            print(json.dumps(table), flush=True)
+        else:
+            for name, row in table.items():
+                print(f"{name:12s} {row['class']:6s} {row['model']:20s} {row['resource']}")
+            _progress("simulators running; Ctrl-C to stop")
+        stop.wait(args.duration_s)
+    finally:
+        host.stop()
+    return 0
+
+
+def _format_state(state: dict[str, Any]) -> str:
+    parts = []
+    for key, value in state.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{ch}:{v}" for ch, v in value.items())
+            parts.append(f"{key}=[{value}]")
+        else:
+            parts.append(f"{key}={value}")
+    return "  ".join(parts)
+
+
+def cmd_instruments(args: argparse.Namespace) -> int:
+    config = load_bench(args.config)
+    with Bench(config) as bench:
+        bench.connect(progress=_progress)
+        states = bench.states()
+        # reading state changes nothing: leave the instruments as found
+        bench.close(safe=False)
+    if args.json:
+        print(json.dumps(states, default=str))
+    else:
+        for name, info in states.items():
+            print(f"{name} ({info['class']}, {info['model']}) {info['identity']}")
+            print(f"    {_format_state(info['state'])}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_bench(args.config)
+    _progress(f"bench {config.name!r}: {config.description}")
+    with Bench(config) as bench:
+        bench.connect(progress=_progress)
+        before = bench.states()
+        bench.apply_safe_start(progress=_progress)
+        after = bench.states()
+    summary = {
+        "bench": config.name,
+        "config": str(config.path),
+        "instruments": {
+            name: {
+                "identity": before[name]["identity"],
+                "state_at_start": before[name]["state"],
+                "state_after_safe_start": after[name]["state"],
+            }
+            for name in before
+        },
+    }
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        for name, info in summary["instruments"].items():
+            print(f"{name}: {info['identity']}")
+            print(f"    {_format_state(info['state_after_safe_start'])}")
+        print(f"run finished: {len(before)} instruments connected, safe start applied, closed")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, InstrumentError, CliError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"labctl: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("labctl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
