@@ -68,7 +68,7 @@ def test_refused_connection_is_disconnected_until_cleared(bench, laser):
     sim.faults.inject(Fault.REFUSE)
     with pytest.raises((InstrumentTimeout, InstrumentDisconnected)):
         _ = laser.power_mw
-    with pytest.raises(InstrumentDisconnected, match="could not reconnect.*refused"):
+    with pytest.raises(InstrumentDisconnected, match=r"could not reconnect.*refused"):
         _ = laser.power_mw
     sim.faults.clear()
     assert laser.emission is False

@@ -40,6 +40,9 @@ def test_header_patterns_refuse_partial_forms(header):
     assert compile_header("SOURce#:VOLTage").match(header) is None
 
 
+VOLTS = {"V": 1.0, "MV": 1e-3}
+
+
 def make_engine():
     engine = ScpiEngine("ACME,MODEL,1,0.1")
     state = {"volt": {1: 0.0, 2: 0.0}}
