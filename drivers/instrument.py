@@ -103,6 +103,7 @@ class Instrument:
         )
         self._lock = threading.RLock()
         self._ramp_lock = threading.Lock()
+        self._fatal_state = threading.local()  # .active: this thread is in _fatal
         self._dirty = False
         self._identity: str | None = None
         self._ranges = self._build_ranges(limits or {})
@@ -391,6 +392,7 @@ class Instrument:
         return steps
 
     def _ramp(self, setting: Setting, target: float, channel: int | None, rate: float) -> None:
+        failure: InstrumentError | None = None
         with self._ramp_lock:
             start = float(self.get(setting.name, channel))
             steps = self.ramp_steps(setting.name, start, target)
@@ -402,18 +404,31 @@ class Instrument:
                         time.sleep(self.ramp_step_s)
                     self._write_setting(setting, float(value), channel)
             except InstrumentError as exc:
-                log.error(
-                    "%s: ramp of %s failed (%s): going to safe state", self.name, setting.name, exc
-                )
-                self._fatal(exc)
-                raise
+                failure = exc
+        if failure is not None:
+            log.error(
+                "%s: ramp of %s failed (%s): going to safe state", self.name, setting.name, failure
+            )
+            # Outside the ramp lock: a safe state may itself ramp (an AWG ramps
+            # its amplitude down), which would deadlock on the non-reentrant lock.
+            self._fatal(failure)
+            raise failure
 
     def _fatal(self, exc: InstrumentError) -> None:
-        """Best effort: reach the safe state after a fault that aborted an operation."""
+        """Best effort: reach the safe state after a fault that aborted an operation.
+
+        Not re-entered: a fault inside the safe state itself (say, its own ramp
+        failing) is logged by the outer call instead of recursing.
+        """
+        if getattr(self._fatal_state, "active", False):
+            return
+        self._fatal_state.active = True
         try:
             self.safe_state()
         except InstrumentError as second:
             log.error("%s: safe state after fault failed: %s", self.name, second)
+        finally:
+            self._fatal_state.active = False
 
     def get(self, name: str, channel: int | None = None) -> Any:
         """Query a declared setting and parse the reply."""

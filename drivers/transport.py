@@ -16,11 +16,15 @@ Facts of pyvisa-py this module works around:
   open; the caller (:class:`drivers.instrument.Instrument`) therefore treats a
   timeout as "reconnect and resynchronise before the next command";
 * binary values default to little-endian: every block call passes the byte
-  order explicitly.
+  order explicitly;
+* raw sockets keep Nagle's algorithm on (VISA's default is TCP_NODELAY) and
+  the attribute cannot be set through pyvisa-py, so :meth:`VisaTransport.open`
+  sets it on the socket itself.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,6 +91,22 @@ class VisaTransport:
             kwargs["baud_rate"] = self.baud_rate
         with self._guard("<open>"):
             self._resource = resource_manager().open_resource(self.resource_name, **kwargs)
+            if self.resource_name.upper().endswith("::SOCKET"):
+                self._set_nodelay()
+
+    def _set_nodelay(self) -> None:
+        """Turn Nagle off on a raw socket, as VISA's default VI_ATTR_TCPIP_NODELAY says.
+
+        pyvisa-py leaves Nagle on and its setter for that attribute is not
+        wired up, so a query sent right after a write waits for the peer's
+        delayed ACK (~40 ms per checked write). Reach the socket directly.
+        """
+        try:
+            sock = self._resource.visalib.sessions[self._resource.session].interface
+            sock.getpeername()  # not connected (refused): raises, and leaves its error alone
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (AttributeError, KeyError, TypeError, OSError):
+            pass  # another backend or session type: keep its own default
 
     def close(self) -> None:
         resource, self._resource = self._resource, None

@@ -89,13 +89,27 @@ class MessageFramer:
 
     Quoted strings and definite-length blocks are skipped over, so a block
     holding newline bytes stays in one message. Feed bytes as they arrive.
+
+    ``terminator`` may also be a tuple of terminators (a serial instrument that
+    accepts CR, LF or CR LF: ``(b"\\r", b"\\n")``): a message then ends at the
+    first of them, and the empty messages this leaves (the LF of a CR LF pair,
+    blank lines) are dropped. With one terminator empty messages are kept.
     """
 
-    def __init__(self, terminator: bytes = b"\n", max_message_bytes: int = 512 * 2**20) -> None:
-        self.terminator = terminator
+    def __init__(
+        self, terminator: bytes | tuple[bytes, ...] = b"\n", max_message_bytes: int = 512 * 2**20
+    ) -> None:
+        terminators = (terminator,) if isinstance(terminator, bytes) else tuple(terminator)
+        if not terminators or not all(terminators):
+            raise ValueError("a message terminator must be a non-empty byte string")
+        self.terminators = terminators
+        self.terminator = terminators[0]
+        self._skip_empty = len(terminators) > 1
+        self._end_len = len(self.terminator)  # length of the terminator last found
         self.max_message_bytes = max_message_bytes
         self._buffer = bytearray()
         self._scan = 0  # bytes already known to hold no terminator
+        self._block_end = 0  # end of the last block skipped in the current message
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
@@ -106,22 +120,27 @@ class MessageFramer:
                 if len(self._buffer) > self.max_message_bytes:
                     self._buffer.clear()
                     self._scan = 0
+                    self._block_end = 0
                     raise ScpiError(BLOCK_DATA_ERROR, "Message too long; input discarded")
                 return messages
             message = bytes(self._buffer[:end])
-            del self._buffer[: end + len(self.terminator)]
+            del self._buffer[: end + self._end_len]
+            # drop a CR of a CR LF terminator, but never a 0x0D ending a block
+            keep = self._block_end
             self._scan = 0
-            messages.append(message.rstrip(b"\r"))
+            self._block_end = 0
+            message = message[:keep] + message[keep:].rstrip(b"\r")
+            if message or not self._skip_empty:
+                messages.append(message)
 
     def _find_end(self) -> int | None:
         buf = self._buffer
         i = self._scan
         n = len(buf)
-        term = self.terminator
         while i < n:
             # jump to the next byte that matters
             nxt = n
-            for token in (term, b"#", b'"', b"'"):
+            for token in (*self.terminators, b"#", b'"', b"'"):
                 j = buf.find(token, i)
                 if j != -1 and j < nxt:
                     nxt = j
@@ -129,8 +148,10 @@ class MessageFramer:
                 self._scan = n
                 return None
             ch = buf[nxt : nxt + 1]
-            if buf.startswith(term, nxt):
-                return nxt
+            for term in self.terminators:
+                if buf.startswith(term, nxt):
+                    self._end_len = len(term)
+                    return nxt
             if ch in (b'"', b"'"):
                 close = buf.find(ch, nxt + 1)
                 if close == -1:
@@ -156,6 +177,7 @@ class MessageFramer:
                 if end > n:
                     self._scan = nxt
                     return None
+                self._block_end = end
                 i = end
                 continue
             i = nxt + 1
@@ -190,6 +212,11 @@ def compile_header(pattern: str) -> re.Pattern[str]:
         suffix = body.endswith("#")
         body = body.rstrip("#")
         node = _mnemonic_regex(body) + (r"(\d*)" if suffix else "")
+        if first and optional:
+            # a leading optional node ("[SOURce#]:DATA") carries its own
+            # separator, so "DATA..." matches as well as "SOUR2:DATA..."
+            regex += f"(?:{node}:)?"
+            continue
         sep = "" if first else ":"
         regex += f"(?:{sep}{node})?" if optional else f"{sep}{node}"
         first = False
@@ -215,6 +242,8 @@ def split_args(text: bytes) -> list[Arg]:
             n_len = text[i + 1] - 0x30
             length = int(text[i + 2 : i + 2 + n_len])
             start = i + 2 + n_len
+            if start + length > n:
+                raise error(BLOCK_DATA_ERROR, f"block of {n - start} bytes, header says {length}")
             args.append(bytes(text[start : start + length]))
             i = start + length
             # skip to the next comma
@@ -248,6 +277,13 @@ def split_commands(message: bytes) -> list[bytes]:
     """Split a program message at top-level ``;`` (not inside strings or blocks)."""
     commands: list[bytes] = []
     i, start, n = 0, 0, len(message)
+    block_end = 0  # whitespace bytes at the end of a block are data: never strip them
+
+    def strip(command: bytes, keep: int) -> bytes:
+        if keep <= 0:
+            return command.strip()
+        return command[:keep].lstrip() + command[keep:].strip()
+
     while i < n:
         c = message[i : i + 1]
         if c in (b'"', b"'"):
@@ -259,13 +295,14 @@ def split_commands(message: bytes) -> list[bytes]:
             digits = message[i + 2 : i + 2 + n_len]
             if digits.isdigit():
                 i = i + 2 + n_len + int(digits)
+                block_end = i
                 continue
         if c == b";":
-            commands.append(message[start:i])
+            commands.append(strip(message[start:i], block_end - start))
             start = i + 1
         i += 1
-    commands.append(message[start:])
-    return [c.strip() for c in commands if c.strip()]
+    commands.append(strip(message[start:], block_end - start))
+    return [c for c in commands if c]
 
 
 # ---------------------------------------------------------------------------
@@ -346,6 +383,11 @@ def fmt_float(value: float) -> str:
 # ---------------------------------------------------------------------------
 # The engine
 # ---------------------------------------------------------------------------
+def _is_query(command: bytes) -> bool:
+    head = command.split(None, 1)[0] if command.strip() else b""
+    return head.endswith(b"?")
+
+
 class ScpiEngine:
     """Parses program messages and dispatches them to registered handlers."""
 
@@ -357,6 +399,10 @@ class ScpiEngine:
         self.esr = 0  # standard event status register
         self.on_reset: Callable[[], None] | None = None
         self.wait_for_operations: Callable[[], None] = lambda: None
+        #: when set, a query that fails still gets a reply: this function's
+        #: text for the error (instruments that answer every query, such as
+        #: ID Quantique's ``SCPI_ERR_...`` replies); the error is queued as well
+        self.query_error_reply: Callable[[ScpiError], str] | None = None
         self._install_common()
 
     # -- registration ------------------------------------------------------
@@ -466,11 +512,12 @@ class ScpiEngine:
         for command in split_commands(message):
             try:
                 reply, path = self._execute_one(command, path)
-            except ScpiError as exc:
+            except Exception as exc:
+                if not isinstance(exc, ScpiError):  # a simulator bug must not kill the server
+                    exc = error(EXECUTION_ERROR, f"{type(exc).__name__}: {exc}")
                 self.push_error(exc.code, exc.text)
-                continue
-            except Exception as exc:  # a simulator bug must not kill the server
-                self.push_error(EXECUTION_ERROR, f"Execution error;{type(exc).__name__}: {exc}")
+                if self.query_error_reply is not None and _is_query(command):
+                    replies.append(self.query_error_reply(exc))
                 continue
             if reply is not None:
                 replies.append(reply)

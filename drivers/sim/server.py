@@ -114,6 +114,13 @@ class TcpServer:
         with self._lock:
             listener, self._listener = self._listener, None
         if listener is not None:
+            # The accept thread's select() keeps the socket listening after a bare
+            # close() until it returns; shutdown() stops listening at once, so a
+            # connection attempt right after a REFUSE fault is refused, not reset.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
 
     def drop_connections(self) -> None:
