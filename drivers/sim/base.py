@@ -29,7 +29,8 @@ class SimInstrument:
     model: ClassVar[str] = ""
     #: "tcp" (raw socket on 127.0.0.1) or "pty" (serial line)
     transport: ClassVar[str] = "tcp"
-    terminator: ClassVar[bytes] = b"\n"
+    #: input terminator, or a tuple of accepted terminators (see MessageFramer)
+    terminator: ClassVar[bytes | tuple[bytes, ...]] = b"\n"
     reply_terminator: ClassVar[bytes] = b"\n"
     identity: ClassVar[str] = "LABCTL,SIM,0,0.1"
 
