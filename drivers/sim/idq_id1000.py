@@ -84,6 +84,7 @@ from drivers.sim.scpi import (
     parse_bool_arg,
     parse_number,
 )
+from drivers.sim.server import hang_up
 
 if TYPE_CHECKING:
     from drivers.sim.bench import BenchModel
@@ -574,11 +575,7 @@ class SimIDQID1000(SimInstrument):
         """
         conn, self._data_conn = self._data_conn, None
         if conn is not None:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+            hang_up(conn)
 
     def corrupt_next_frame(self) -> None:
         """Test hook: the next frame sent carries a wrong magic number."""

@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import tty
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from drivers.sim.faults import Fault, FaultSpec
@@ -46,11 +47,33 @@ def garble(payload: bytes, terminator: bytes) -> bytes:
     return junk + terminator
 
 
+def hang_up(sock: socket.socket) -> None:
+    """Shut a socket down both ways (the peer sees it at once) and close it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already gone
+    sock.close()
+
+
 class _Responder:
-    """Turns one framed message into the bytes to send, applying faults."""
+    """Frames incoming bytes into messages and turns each into the bytes to send."""
 
     def __init__(self, device: SimInstrument) -> None:
         self.device = device
+        self.framer = MessageFramer(device.terminator)
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Replies (already faulted) to every message completed by ``data``."""
+        try:
+            messages = self.framer.feed(data)
+        except ScpiError as exc:
+            self.device.engine.push_error(exc.code, exc.text)
+            return
+        for message in messages:
+            out = self.respond(message)
+            if out:
+                yield out
 
     def respond(self, message: bytes) -> bytes | None:
         device = self.device
@@ -117,22 +140,14 @@ class TcpServer:
             # The accept thread's select() keeps the socket listening after a bare
             # close() until it returns; shutdown() stops listening at once, so a
             # connection attempt right after a REFUSE fault is refused, not reset.
-            try:
-                listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            listener.close()
+            hang_up(listener)
 
     def drop_connections(self) -> None:
         with self._lock:
             connections = list(self._connections)
             self._connections.clear()
         for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+            hang_up(conn)
 
     def _on_fault(self, spec: FaultSpec | None) -> None:
         if spec is None:  # cleared
@@ -169,7 +184,6 @@ class TcpServer:
             ).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        framer = MessageFramer(self.device.terminator)
         responder = _Responder(self.device)
         try:
             while not self._stop.is_set():
@@ -179,18 +193,11 @@ class TcpServer:
                     break
                 if not data:
                     break
-                try:
-                    messages = framer.feed(data)
-                except ScpiError as exc:
-                    self.device.engine.push_error(exc.code, exc.text)
-                    continue
-                for message in messages:
-                    out = responder.respond(message)
-                    if out:
-                        try:
-                            conn.sendall(out)
-                        except OSError:
-                            return
+                for out in responder.feed(data):
+                    try:
+                        conn.sendall(out)
+                    except OSError:
+                        return
         finally:
             with self._lock:
                 self._connections.discard(conn)
@@ -244,7 +251,6 @@ class PtyServer:
             self._unplugged_until = time.monotonic() + duration
 
     def _loop(self) -> None:
-        framer = MessageFramer(self.device.terminator)
         responder = _Responder(self.device)
         while not self._stop.is_set():
             try:
@@ -259,12 +265,6 @@ class PtyServer:
                 return
             if time.monotonic() < self._unplugged_until:
                 continue  # the bytes fall on the floor
-            try:
-                messages = framer.feed(data)
-            except ScpiError as exc:
-                self.device.engine.push_error(exc.code, exc.text)
-                continue
-            for message in messages:
-                out = responder.respond(message)
-                if out and time.monotonic() >= self._unplugged_until:
+            for out in responder.feed(data):
+                if time.monotonic() >= self._unplugged_until:
                     os.write(self._master, out)
