@@ -157,6 +157,11 @@ class Instrument:
         """Model range intersected with the bench file's limits, if any."""
         return self._ranges.get(name)
 
+    @property
+    def ramp_in_progress(self) -> bool:
+        """True while a ramp of any setting is running (in any thread)."""
+        return self._ramp_lock.locked()
+
     def ramp_rate(self, name: str) -> float | None:
         """Configured ramp rate of a setting in its units per second, or None."""
         return self._ramps.get(name)

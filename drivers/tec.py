@@ -153,7 +153,7 @@ class TemperatureController(Instrument, abc.ABC):
         return (
             self.safe_temperature_c is not None
             and self.ramp_rate("setpoint_c") is not None
-            and not self._ramp_lock.locked()
+            and not self.ramp_in_progress
             and bool(self.get("output"))
         )
 
