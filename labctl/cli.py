@@ -4,6 +4,7 @@
     labctl instruments [CONFIG] [--json]  connect to every instrument, print identity and state
     labctl run [CONFIG]                   the main job on a bench
     labctl calc qsm ...                   quantum secure metrology planning
+    labctl calc locate ...                locate a vibration source from arrival times
 
 With no CONFIG every command uses the shipped simulated bench
 (``configs/sim_bench.toml``) and starts its simulators itself. Errors are one
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drivers.errors import InstrumentError
-from labctl import calc_qsm
+from labctl import calc_locate, calc_qsm
 from labctl.bench import Bench, start_simulators
 from labctl.config import ConfigError, load_bench
 
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calc", help="calculators")
     calc_sub = p.add_subparsers(dest="calc_command", required=True, metavar="CALC")
     calc_qsm.add_parser(calc_sub)
+    calc_locate.add_parser(calc_sub)
     return parser
 
 
