@@ -5,6 +5,7 @@
     labctl run [CONFIG]                   the main job on a bench
     labctl calc qsm ...                   quantum secure metrology planning
     labctl calc locate ...                locate a vibration source from arrival times
+    labctl calc cv-skr ...                CV-QKD asymptotic secret key rate
 
 With no CONFIG every command uses the shipped simulated bench
 (``configs/sim_bench.toml``) and starts its simulators itself. Errors are one
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drivers.errors import InstrumentError
-from labctl import calc_locate, calc_qsm
+from labctl import calc_cvqkd, calc_locate, calc_qsm
 from labctl.bench import Bench, start_simulators
 from labctl.config import ConfigError, load_bench
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     calc_sub = p.add_subparsers(dest="calc_command", required=True, metavar="CALC")
     calc_qsm.add_parser(calc_sub)
     calc_locate.add_parser(calc_sub)
+    calc_cvqkd.add_parser(calc_sub)
     return parser
 
 
