@@ -3,6 +3,7 @@
     labctl sim [CONFIG] [--json]          start a bench's simulators and keep them running
     labctl instruments [CONFIG] [--json]  connect to every instrument, print identity and state
     labctl run [CONFIG]                   the main job on a bench
+    labctl bench isaqn [--json]           receiver DSP throughput vs a numpy/scipy reference
     labctl calc qsm ...                   quantum secure metrology planning
     labctl calc locate ...                locate a vibration source from arrival times
     labctl calc cv-skr ...                CV-QKD asymptotic secret key rate
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drivers.errors import InstrumentError
-from labctl import calc_cvqkd, calc_locate, calc_qsm
+from labctl import bench_isaqn, calc_cvqkd, calc_locate, calc_qsm
 from labctl.bench import Bench, start_simulators
 from labctl.config import ConfigError, load_bench
 
@@ -77,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="benchmarks: labctl against a numpy/scipy reference")
+    bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    bench_isaqn.add_parser(bench_sub)
 
     p = sub.add_parser("calc", help="calculators")
     calc_sub = p.add_subparsers(dest="calc_command", required=True, metavar="CALC")
