@@ -8,36 +8,24 @@ import math
 from typing import Any
 
 import pytest
+from calc_cli import run_calc, run_calc_json
 
 from dsp import cvqkd
-from labctl import calc_cvqkd
+from labctl.cli import build_parser
 
 REF_T = 10.0 ** (-0.2 * 10.0 / 10.0) / 8.0
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="cmd")
-    calc = sub.add_parser("calc")
-    cs = calc.add_subparsers(dest="calc_command", required=True)
-    calc_cvqkd.add_parser(cs)
-    return p
+    return build_parser()
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    args = _parser().parse_args(["calc", "cv-skr", *argv])
-    code = args.func(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_calc("cv-skr", argv, capsys)
 
 
 def _run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    code, out, err = _run(["--json", *argv], capsys)
-    assert code == 0, err
-    assert err == ""
-    lines = out.strip().splitlines()
-    assert len(lines) == 1  # one JSON object
-    return json.loads(lines[0])
+    return run_calc_json("cv-skr", argv, capsys)
 
 
 def test_defaults_are_the_physics_reference_point(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from typing import Any
 
 import numpy as np
 import pytest
+from calc_cli import run_calc, run_calc_json
 
 from dsp import locate
 from labctl import calc_locate
+from labctl.cli import build_parser
 
 SPEED_M_S = 6e3
 NODES_M = 10e3 * np.array(
@@ -20,28 +21,15 @@ NODES_M = 10e3 * np.array(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="cmd")
-    calc = sub.add_parser("calc")
-    cs = calc.add_subparsers(dest="calc_command", required=True)
-    calc_locate.add_parser(cs)
-    return p
+    return build_parser()
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    args = _parser().parse_args(["calc", "locate", *argv])
-    code = args.func(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_calc("locate", argv, capsys)
 
 
 def _run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    code, out, err = _run(["--json", *argv], capsys)
-    assert code == 0, err
-    assert err == ""
-    lines = out.strip().splitlines()
-    assert len(lines) == 1  # one JSON object
-    return json.loads(lines[0])
+    return run_calc_json("locate", argv, capsys)
 
 
 def _node_flags(nodes_m: np.ndarray = NODES_M) -> list[str]:
