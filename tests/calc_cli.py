@@ -30,3 +30,15 @@ def run_calc_json(
     lines = out.strip().splitlines()
     assert len(lines) == 1  # one JSON object
     return json.loads(lines[0])
+
+
+def run_calc_usage_error(command: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run with ``--json``; assert exit 2, nothing on stdout and one error line; return it."""
+    code, out, err = run_calc(command, ["--json", *argv], capsys)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"labctl calc {command}: error: ")
+    assert "Traceback" not in err
+    return lines[0]

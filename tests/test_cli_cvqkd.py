@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 import pytest
-from calc_cli import run_calc, run_calc_json
+from calc_cli import run_calc, run_calc_json, run_calc_usage_error
 
 from dsp import cvqkd
 from labctl.cli import build_parser
@@ -136,15 +136,9 @@ def test_help_states_reference_defaults(capsys: pytest.CaptureFixture[str]) -> N
 def test_invalid_values_give_one_error_line(
     argv: list[str], option: str, allowed: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = _run(["--json", *argv], capsys)
-    assert code == 2
-    assert out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith("labctl calc cv-skr: error: ")
-    assert option in lines[0]
-    assert allowed in lines[0]
-    assert "Traceback" not in err
+    line = run_calc_usage_error("cv-skr", argv, capsys)
+    assert option in line
+    assert allowed in line
 
 
 def test_non_numeric_value_is_rejected_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:

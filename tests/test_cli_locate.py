@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from calc_cli import run_calc, run_calc_json
+from calc_cli import run_calc, run_calc_json, run_calc_usage_error
 
 from dsp import locate
 from labctl import calc_locate
@@ -173,10 +173,5 @@ _GOOD_ARRIVALS = ["--arrival-s=1.5", "--arrival-s=2.0", "--arrival-s=1.4"]
     ],
 )
 def test_usage_errors(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _run(["--json", *argv], capsys)
-    assert code == 2
-    assert out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("labctl calc locate: error: ")
-    assert flag in lines[0]
+    line = run_calc_usage_error("locate", argv, capsys)
+    assert flag in line
