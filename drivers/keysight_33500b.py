@@ -116,6 +116,15 @@ class Keysight33500B(ArbitraryWaveformGenerator):
         units="",
         doc="Name of the arbitrary waveform in volatile memory the channel plays.",
     )
+    arb_filter = Setting(
+        set="SOUR{ch}:FUNC:ARB:FILT {value}",
+        get="SOUR{ch}:FUNC:ARB:FILT?",
+        kind=str,
+        choices={"normal": "NORM", "step": "STEP", "off": "OFF"},
+        channels=CHANNELS,
+        units="",
+        doc="Arb reconstruction filter: normal (flat, band-limited), step, off (held samples).",
+    )
     voltage_unit = Setting(
         set="SOUR{ch}:VOLT:UNIT {value}",
         get="SOUR{ch}:VOLT:UNIT?",

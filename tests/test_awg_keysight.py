@@ -283,3 +283,12 @@ def test_close_turns_outputs_off(bench, sim):
     driver.output_on(2)
     driver.close()
     assert [ch.output for ch in sim.channels.values()] == [False, False]
+
+
+@pytest.mark.parametrize(("value", "wire"), [("step", "STEP"), ("off", "OFF"), ("normal", "NORM")])
+def test_arb_filter_selects_the_reconstruction(awg, sim, value, wire):
+    awg.set("arb_filter", value, 2)
+    assert f"SOUR2:FUNC:ARB:FILT {wire}".encode() in sim.received
+    assert sim.channels[2].arb_filter == wire
+    awg.cache.clear()
+    assert awg.get("arb_filter", 2) == value

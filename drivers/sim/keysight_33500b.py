@@ -31,9 +31,11 @@ and +781 when memory is full. The two device-specific codes and their texts
 are inferred from third-party drivers, not from the manual.
 
 Physics: :meth:`SimKeysight33500B.output_v` gives a channel's output voltage
-into 50 ohm at virtual times. An arb is played cyclically at its sample rate
-with linear interpolation between samples (standing in for the NORMal
-anti-imaging filter); code +-32767 maps to offset +- Vpp/2. Standard functions
+into 50 ohm at virtual times. An arb is played cyclically at its sample rate,
+sample 0 at virtual time 0, through the reconstruction filter that
+``FUNC:ARB:FILT`` selects (:mod:`drivers.sim.dac`): NORMal (power-on) is the
+flat band-limited (windowed-sinc) interpolation, STEP straight lines between
+samples, OFF each sample held; code +-32767 maps to offset +- Vpp/2. Standard functions
 are phase-referenced to virtual time 0 (RAMP rises over the whole period,
 PULS is high for the first 10 % of it, NOIS is Gaussian with sigma = Vpp/6
 clipped to +-Vpp/2, DC is the offset). A channel whose output is off gives 0 V.
@@ -48,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from drivers.sim import dac
 from drivers.sim.base import SimInstrument
 from drivers.sim.scpi import (
     BLOCK_DATA_ERROR,
@@ -115,6 +118,7 @@ class _Channel:
     unit: str = "VPP"
     arb_name: str = DEFAULT_ARB
     arb_sample_rate: float = 40e3
+    arb_filter: str = "NORM"
     volatile: dict[str, np.ndarray] = field(default_factory=dict)
 
     def clear_memory(self) -> None:
@@ -123,6 +127,10 @@ class _Channel:
 
     def free_points(self) -> int:
         return MEMORY_POINTS - sum(codes.size for codes in self.volatile.values())
+
+
+#: FUNC:ARB:FILT: NORMal = flat anti-imaging filter, STEP = smoothed steps, OFF = held samples
+_RECONSTRUCTION = {"NORM": dac.band_limited, "STEP": dac.linear, "OFF": dac.zero_order_hold}
 
 
 def _illegal(detail: str) -> ScpiError:
@@ -192,6 +200,14 @@ class SimKeysight33500B(SimInstrument):
             "[SOURce#]:FUNCtion:ARBitrary:SRATe",
             lambda s: self._ch(s).arb_sample_rate,
             self._set_sample_rate,
+        )
+        e.add_value(
+            "[SOURce#]:FUNCtion:ARBitrary:FILTer",
+            lambda s: self._ch(s).arb_filter,
+            lambda arg, s: setattr(
+                self._ch(s), "arb_filter", parse_choice(arg, ("NORMal", "STEP", "OFF"))
+            ),
+            formatter=str,
         )
         e.add_value(
             "FORMat:BORDer",
@@ -361,13 +377,8 @@ class SimKeysight33500B(SimInstrument):
             half = ch.amplitude_vpp / 2.0
             if ch.function == "ARB":
                 codes = ch.volatile[ch.arb_name].astype(np.float64) / DAC_MAX
-                # sample index x = t * rate, played cyclically; linear interpolation
-                x = t * ch.arb_sample_rate
-                base = np.floor(x)
-                frac = x - base
-                i0 = np.mod(base, codes.size).astype(np.int64)
-                i1 = (i0 + 1) % codes.size
-                shape = codes[i0] * (1.0 - frac) + codes[i1] * frac
+                reconstruct = _RECONSTRUCTION[ch.arb_filter]
+                shape = reconstruct(codes, ch.arb_sample_rate, t)
             elif ch.function == "DC":
                 shape = np.zeros_like(t)
             elif ch.function == "NOIS":
