@@ -35,6 +35,11 @@ MODELS: dict[str, tuple[str, str, str]] = {
         "drivers.keysight_33500b:Keysight33500B",
         "drivers.sim.keysight_33500b:SimKeysight33500B",
     ),
+    "keysight_m8190a": (
+        "awg",
+        "drivers.keysight_m8190a:KeysightM8190A",
+        "drivers.sim.keysight_m8190a:SimKeysightM8190A",
+    ),
     "keysight_infiniium": (
         "scope",
         "drivers.keysight_infiniium:KeysightInfiniium",
