@@ -3,12 +3,14 @@
 Simulators look each other up here, which is how physics couples them:
 ``wiring`` maps a destination port to a source port, e.g.
 ``{"scope1:1": "awg1:1"}`` puts AWG channel 1's output on scope channel 1.
+A source may also be a passive *element* (optics with no command set, e.g. the ISAQN network
+of :mod:`drivers.sim.isaqn`), added with :meth:`BenchModel.add_element`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -16,6 +18,14 @@ from drivers.sim.clock import VirtualClock
 
 if TYPE_CHECKING:
     from drivers.sim.base import SimInstrument
+
+
+class SignalSource(Protocol):
+    """Anything with outputs the bench can wire: ``output_v(channel, t_s) -> volts``."""
+
+    name: str
+
+    def output_v(self, channel: int, t_s: np.ndarray) -> np.ndarray: ...
 
 
 def parse_port(port: str) -> tuple[str, int]:
@@ -42,6 +52,7 @@ class BenchModel:
         self.seed = seed
         self.ambient_c = ambient_c
         self.instruments: dict[str, SimInstrument] = {}
+        self.elements: dict[str, SignalSource] = {}
         self.wiring: dict[tuple[str, int], tuple[str, int]] = {}
         for dest, src in (wiring or {}).items():
             self.wiring[parse_port(dest)] = parse_port(src)
@@ -51,10 +62,15 @@ class BenchModel:
             raise ValueError(f"duplicate simulated instrument {sim.name!r}")
         self.instruments[sim.name] = sim
 
-    def source_of(self, name: str, channel: int) -> tuple[SimInstrument, int] | None:
-        """The simulator and output channel wired to input ``name:channel``."""
+    def add_element(self, element: SignalSource) -> None:
+        if element.name in self.instruments or element.name in self.elements:
+            raise ValueError(f"duplicate bench element {element.name!r}")
+        self.elements[element.name] = element
+
+    def source_of(self, name: str, channel: int) -> tuple[Any, int] | None:
+        """The simulator or element, and its output channel, wired to input ``name:channel``."""
         src = self.wiring.get((name, channel))
         if src is None:
             return None
-        sim = self.instruments.get(src[0])
+        sim: Any = self.instruments.get(src[0]) or self.elements.get(src[0])
         return None if sim is None else (sim, src[1])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.registry import simulator_class
 from drivers.sim.base import SimInstrument
-from drivers.sim.bench import BenchModel
+from drivers.sim.bench import BenchModel, SignalSource
 from drivers.sim.clock import VirtualClock
 from drivers.sim.server import PtyServer, TcpServer
 
@@ -39,6 +39,7 @@ class SimHost:
         seed: int = 0,
         wiring: Mapping[str, str] | None = None,
         ambient_c: float = 22.0,
+        elements: Sequence[Callable[[BenchModel], SignalSource]] = (),
     ) -> None:
         self.bench = BenchModel(clock=clock, seed=seed, wiring=wiring, ambient_c=ambient_c)
         self.sims: dict[str, SimInstrument] = {}
@@ -47,6 +48,8 @@ class SimHost:
             sim = simulator_class(spec.model)(spec.name, self.bench, spec.options)
             self.bench.add(sim)
             self.sims[spec.name] = sim
+        for make_element in elements:  # passive optics between the instruments
+            self.bench.add_element(make_element(self.bench))
 
     @property
     def resources(self) -> dict[str, str]:

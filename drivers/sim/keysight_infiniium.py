@@ -44,6 +44,12 @@ for instead). Each channel sees the wired source's ``output_v(channel, t)``
 (``bench.source_of``; an unwired input sees 0 V) plus Gaussian noise of
 ``noise_v`` volts rms (option, default 0.5 mV) from the bench's random
 generator. The trigger is taken at the record's centre: ``x_origin = -n*dt/2``.
+
+Option ``gapless`` (default off, which is how an Infiniium behaves): the simulator acts as a
+streaming digitiser whose memory keeps recording between reads, so a record starts where the
+previous one ended as long as that was less than one memory depth (``max_points`` samples)
+ago; a reader that falls further behind loses the samples in between, as it would on such
+hardware.
 """
 
 from __future__ import annotations
@@ -132,6 +138,9 @@ class SimKeysightInfiniium(SimInstrument):
         if not self.noise_v >= 0:
             raise ValueError(f"{self.name}: noise_v must be >= 0")
         self.max_points = int(self.options.get("max_points", 10_000_000))
+        #: streaming-digitiser mode: a record continues the previous one if that ended less
+        #: than one acquisition memory ago (no dead time while the reader keeps up)
+        self.gapless = bool(self.options.get("gapless", False))
         #: (t_start_s, dt_s, n) of the last acquisition: ground truth for tests
         self.last_acquisition: tuple[float, float, int] | None = None
 
@@ -376,6 +385,8 @@ class SimKeysightInfiniium(SimInstrument):
         clock = self.bench.clock
         now_s = clock.now_s()
         t_start_s = max(now_s, self._next_t_s)
+        if self.gapless and self._next_t_s > 0 and now_s - self._next_t_s < self.max_points * dt_s:
+            t_start_s = self._next_t_s
         t_s = t_start_s + np.arange(n, dtype=np.float64) * dt_s
         records: dict[int, _Record] = {}
         for channel in channels:
