@@ -110,9 +110,11 @@ __all__ = [
     "HeterodyneSymbols",
     "KeyRateTerms",
     "ParameterEstimate",
+    "PeSums",
     "ShotNoiseCalibration",
     "calibrate_shot_noise",
     "channel_transmittance",
+    "estimate_from_sums",
     "estimate_parameters",
     "holevo_g",
     "key_rate_bits_per_symbol",
@@ -669,19 +671,73 @@ def estimate_parameters(
         raise ValueError(f"x_a, p_a, x_b, p_b must have the same length, got {sizes}")
     a = np.concatenate(arrays[:2])
     b = np.concatenate(arrays[2:])
-    m = a.size
+    sums = PeSums(
+        n_symbols=int(n),
+        s_aa=float(np.dot(a, a)),
+        s_ab=float(np.dot(a, b)),
+        s_bb=float(np.dot(b, b)),
+    )
+    return estimate_from_sums(sums, eta_f, v_el, conf)
 
-    s_aa = float(np.dot(a, a))
+
+@dataclass(frozen=True)
+class PeSums:
+    """Sufficient statistics of the disclosed symbols, pooled over x and p (m = 2 n samples).
+
+    Streams accumulate them block by block (``+``) instead of keeping the symbols;
+    :func:`estimate_from_sums` gives exactly what :func:`estimate_parameters` gives on the
+    concatenated symbols (up to the summation order).
+    """
+
+    n_symbols: int = 0
+    s_aa: float = 0.0
+    s_ab: float = 0.0
+    s_bb: float = 0.0
+
+    @classmethod
+    def of(cls, a: ArrayLike, b: ArrayLike) -> PeSums:
+        """Sums of complex symbols a = x_A + j p_A and outputs b = x_B + j p_B [SNU]."""
+        za = np.asarray(a, dtype=np.complex128).ravel()
+        zb = np.asarray(b, dtype=np.complex128).ravel()
+        if za.shape != zb.shape:
+            raise ValueError(f"a and b must have the same length, got {za.size} and {zb.size}")
+        return cls(
+            n_symbols=int(za.size),
+            s_aa=float(np.vdot(za, za).real),
+            s_ab=float(np.vdot(za, zb).real),
+            s_bb=float(np.vdot(zb, zb).real),
+        )
+
+    def __add__(self, other: PeSums) -> PeSums:
+        return PeSums(
+            self.n_symbols + other.n_symbols,
+            self.s_aa + other.s_aa,
+            self.s_ab + other.s_ab,
+            self.s_bb + other.s_bb,
+        )
+
+
+def estimate_from_sums(
+    sums: PeSums, eta: float, v_el_snu: float, confidence: float = 0.95
+) -> ParameterEstimate:
+    """:func:`estimate_parameters` from accumulated :class:`PeSums` (same model and intervals)."""
+    eta_f = _check_range("eta", eta, 0.0, 1.0, low_open=True)
+    v_el = _check_range("v_el_snu", v_el_snu, 0.0)
+    conf = _check_range("confidence", confidence, 0.0, 1.0, low_open=True, high_open=True)
+    n = sums.n_symbols
+    if n < _MIN_SAMPLES:
+        raise ValueError(f"parameter estimation needs at least {_MIN_SAMPLES} symbols, got {n}")
+    m = 2 * n
+    s_aa = sums.s_aa
     if not s_aa > 0.0:
         raise ValueError("Alice's symbols are all zero: no modulation to estimate from")
-    gain = float(np.dot(a, b)) / s_aa
+    gain = sums.s_ab / s_aa
     if not gain > 0.0:
         raise ValueError(
             f"correlation <x_A x_B> / <x_A^2> = {gain:.3g} is not positive: Bob's data is not "
             "phase-corrected or not matched to Alice's symbols"
         )
-    resid = b - gain * a
-    noise_var = float(np.dot(resid, resid)) / (m - 1)
+    noise_var = max(sums.s_bb - 2.0 * gain * sums.s_ab + gain**2 * s_aa, 0.0) / (m - 1)
 
     gain_se = math.sqrt(noise_var / s_aa)
     noise_var_se = noise_var * math.sqrt(2.0 / (m - 1))

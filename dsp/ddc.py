@@ -141,7 +141,9 @@ class DDCConfig:
     fs_hz: input sample rate (complex samples per second).
     carriers_hz: carrier frequency f_i of each band (Hz, may be negative, |f_i| < fs/2).
     taps: real low-pass prototype (e.g. ``scipy.signal.firwin(80, 40e6, fs=fs_hz)``), unit DC
-        gain for unit-amplitude baseband; applied to every band.
+        gain for unit-amplitude baseband; applied to every band. A 2-D (n_bands, L) array gives
+        each band its own prototype (e.g. matched filters with per-band fractional delays);
+        that needs the ``"ftf"`` method.
     decim: integer decimation factor; the output rate is ``fs_hz / decim``.
     method: ``"ftf"`` (frequency-translating FIR per band), ``"pfb"`` (shared polyphase
         channelizer; needs every carrier on a grid k * fs / M, M <= 256) or ``"auto"``.
@@ -167,8 +169,14 @@ class DDCConfig:
     def __post_init__(self) -> None:
         taps = np.asarray(self.taps, dtype=np.float64)
         carriers = tuple(float(f) for f in self.carriers_hz)
-        if taps.ndim != 1 or taps.size < 1:
-            raise ValueError(f"taps: got shape {taps.shape}, expected a non-empty 1-D array")
+        if taps.ndim == 2 and taps.shape[0] != len(carriers):
+            raise ValueError(
+                f"taps: got {taps.shape[0]} rows, expected one per band ({len(carriers)})"
+            )
+        if taps.ndim not in (1, 2) or taps.size < 1:
+            raise ValueError(
+                f"taps: got shape {taps.shape}, expected a non-empty 1-D array or one row per band"
+            )
         if not np.all(np.isfinite(taps)):
             raise ValueError("taps: must be finite")
         if not (self.fs_hz > 0 and math.isfinite(self.fs_hz)):
@@ -188,8 +196,12 @@ class DDCConfig:
         sets(self, "decim", int(self.decim))
         m = _grid_channels(carriers, self.fs_hz)
         method = self.method
+        per_band = taps.ndim == 2
         if method == "auto":
-            method = "pfb" if (m is not None and len(carriers) >= PFB_MIN_BANDS) else "ftf"
+            on_grid = m is not None and not per_band
+            method = "pfb" if (on_grid and len(carriers) >= PFB_MIN_BANDS) else "ftf"
+        if method == "pfb" and per_band:
+            raise ValueError("method 'pfb': needs one prototype shared by all bands; use 'ftf'")
         if method == "pfb" and m is None:
             raise ValueError(
                 f"method 'pfb': carriers {carriers} are not on a grid k*fs/M with M <= "
@@ -207,7 +219,7 @@ class DDCConfig:
             table[i] = np.exp(-1j * words.astype(np.float64) * _WORD_TO_RAD)
         sets(self, "rot_table", table)
 
-        n_taps = taps.size
+        n_taps = taps.shape[-1]
         # FTF: band-pass taps g_i[k] = h[k] exp(+j w_i k), time-reversed so that the window
         # x[n-L+1 .. n] (interleaved re, im) dots with them; rows (re, im) per band.
         k = np.arange(n_taps)
@@ -215,7 +227,8 @@ class DDCConfig:
         for i in range(len(carriers)):
             # exact phase of exp(+j 2 pi f k / fs) from the integer phase word
             ph = np.array([(incs[i] * int(kk)) % _TWO64 for kk in k], dtype=np.float64)
-            g = (taps * np.exp(1j * ph * _WORD_TO_RAD))[::-1]
+            proto = taps[i] if per_band else taps
+            g = (proto * np.exp(1j * ph * _WORD_TO_RAD))[::-1]
             ftf[2 * i, 0::2] = g.real
             ftf[2 * i, 1::2] = -g.imag
             ftf[2 * i + 1, 0::2] = g.imag

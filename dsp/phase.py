@@ -398,6 +398,7 @@ class PhaseResult:
 
     pilot_index: global symbol index of each pilot in the block (int64).
     pilot_phase_rad: its unwrapped phase theta + phi (float64 rad).
+    pilot_symbols: the pilots themselves (complex64, the band's power and castdown).
     symbol_index: global index of each emitted quantum symbol (int64, increasing).
     symbols: the quantum symbols rotated by exp(-j phase) (complex64).
     symbol_phase_rad: the interpolated phase used for each (float64 rad).
@@ -405,6 +406,7 @@ class PhaseResult:
 
     pilot_index: np.ndarray
     pilot_phase_rad: np.ndarray
+    pilot_symbols: np.ndarray
     symbol_index: np.ndarray
     symbols: np.ndarray
     symbol_phase_rad: np.ndarray
@@ -413,6 +415,7 @@ class PhaseResult:
         return {
             "pilot_index": self.pilot_index,
             "pilot_phase_rad": self.pilot_phase_rad,
+            "pilot_symbols": self.pilot_symbols,
             "symbol_index": self.symbol_index,
             "symbols": self.symbols,
             "symbol_phase_rad": self.symbol_phase_rad,
@@ -433,7 +436,8 @@ def pilot_phase_process(
     n = z.size
     pend = state.pending
     p0 = (pattern.offset - state.next_symbol) % pattern.period
-    wrapped = pilot_phase(z[p0 :: pattern.period])
+    pilots = z[p0 :: pattern.period]
+    wrapped = pilot_phase(pilots)
     pil_idx = np.empty(wrapped.size, dtype=np.int64)
     pil_phase = np.empty(wrapped.size, dtype=np.float64)
     q = np.empty(pend.size + n, dtype=np.complex64)
@@ -471,6 +475,7 @@ def pilot_phase_process(
     result = PhaseResult(
         pilot_index=pil_idx[:n_pil],
         pilot_phase_rad=pil_phase[:n_pil],
+        pilot_symbols=pilots[:n_pil].copy(),
         symbol_index=q_idx[:n_q],
         symbols=rotated,
         symbol_phase_rad=q_phase,
@@ -500,6 +505,7 @@ def flush(state: PhaseState) -> tuple[PhaseResult, PhaseState]:
     result = PhaseResult(
         pilot_index=_empty_i64(),
         pilot_phase_rad=np.zeros(0),
+        pilot_symbols=_empty_c64(),
         symbol_index=idx,
         symbols=rotate(state.pending, phase),
         symbol_phase_rad=phase,

@@ -93,13 +93,17 @@ class ReceiverChain:
     Parameters
     ----------
     fs_hz, carriers_hz, symbol_rate_hz: raw sample rate, node carriers, symbol rate R.
-    pilot: :class:`PilotPattern` or its period (pilots at symbols 0, K, 2K, ...).
-    taps: DDC low-pass prototype (default :func:`default_taps`).
+    pilot: :class:`PilotPattern` or its period (pilots at symbols 0, K, 2K, ...), or one
+        pattern per band.
+    taps: DDC low-pass prototype (default :func:`default_taps`), or one row per band (e.g.
+        matched filters with each node's fractional delay, see :mod:`dsp.pulse`).
     decim: DDC decimation (default fs / R: one output per symbol); must divide fs / R.
     symbol_start_sample: raw sample at which symbol 0 starts.
     method: DDC method (``"auto"``, ``"ftf"``, ``"pfb"``, see :mod:`dsp.ddc`).
     threads: worker threads: the DDC splits each block's outputs, the pilot stage runs the
         bands in parallel (bitwise the same result for any value).
+    first_output_sample: raw sample of the first symbol-centre output; default: from
+        ``symbol_start_sample`` and the taps' group delay (:func:`symbol_centre_sample`).
 
     ``process(block)`` returns ``{band: {"pilot_index", "pilot_phase_rad", "symbol_index",
     "symbols", "symbol_phase_rad"}}`` for this block (see :class:`dsp.phase.PhaseResult`;
@@ -112,17 +116,25 @@ class ReceiverChain:
         fs_hz: float,
         carriers_hz: Sequence[float],
         symbol_rate_hz: float,
-        pilot: PilotPattern | int,
+        pilot: PilotPattern | int | Sequence[PilotPattern],
         *,
         taps: np.ndarray | None = None,
         decim: int | None = None,
         symbol_start_sample: int = 0,
         method: Method = "auto",
         threads: int = 1,
+        first_output_sample: int | None = None,
     ) -> None:
         self.sps = samples_per_symbol(fs_hz, symbol_rate_hz)
         self.symbol_rate_hz = float(symbol_rate_hz)
-        self.pattern = _pattern(pilot)
+        n_bands = len(carriers_hz)
+        if isinstance(pilot, PilotPattern | int):
+            self.patterns = [_pattern(pilot)] * n_bands
+        else:
+            self.patterns = [_pattern(p) for p in pilot]
+            if len(self.patterns) != n_bands:
+                raise ValueError(f"pilot: got {len(self.patterns)} patterns for {n_bands} bands")
+        self.pattern = self.patterns[0]
         taps = default_taps(fs_hz, symbol_rate_hz) if taps is None else np.asarray(taps)
         decim = self.sps if decim is None else int(decim)
         if decim < 1 or self.sps % decim:
@@ -130,7 +142,11 @@ class ReceiverChain:
         self.outputs_per_symbol = self.sps // decim
         self.ddc_config = DDCConfig(fs_hz, tuple(carriers_hz), taps, decim, method)
         self.symbol_start_sample = int(symbol_start_sample)
-        self.first_output_sample = symbol_centre_sample(symbol_start_sample, self.sps, taps.size)
+        if first_output_sample is None:
+            first_output_sample = symbol_centre_sample(
+                symbol_start_sample, self.sps, taps.shape[-1]
+            )
+        self.first_output_sample = int(first_output_sample)
         self.threads = int(threads)
         self._scratch = np.zeros(0, dtype=np.complex64)
         self.reset()
@@ -163,7 +179,7 @@ class ReceiverChain:
 
         def band(b: int) -> tuple[PhaseResult, PhaseState]:
             symbols = baseband[b, first::k] if k > 1 else baseband[b]
-            return pilot_phase_process(symbols, self.phase_states[b], self.pattern)
+            return pilot_phase_process(symbols, self.phase_states[b], self.patterns[b])
 
         if self.threads > 1 and self.n_bands > 1:
             results = list(worker_pool(self.threads).map(band, range(self.n_bands)))
@@ -403,6 +419,7 @@ def reference_chain(
         out[b] = {
             "pilot_index": idx[is_pilot],
             "pilot_phase_rad": pilot_phase,
+            "pilot_symbols": sym[is_pilot],
             "symbol_index": q_idx,
             "symbols": sym[~is_pilot] * np.exp(-1j * q_phase),
             "symbol_phase_rad": q_phase,

@@ -345,7 +345,7 @@ def test_property_key_rate_decreases_in_excess_noise(
     lo, hi = sorted(xi_pair)
     k_lo = cvqkd.key_rate_bits_per_symbol(va_snu, transmittance, lo, eta, v_el_snu, beta)
     k_hi = cvqkd.key_rate_bits_per_symbol(va_snu, transmittance, hi, eta, v_el_snu, beta)
-    assert k_hi <= k_lo + 1e-12
+    assert k_hi <= k_lo + 1e-9  # at T = 1 the rate is flat in xi to rounding (~1e-11)
 
 
 @settings(max_examples=200, deadline=None)
