@@ -21,6 +21,7 @@ from drivers.instrument import Instrument
 from drivers.registry import driver_class
 from drivers.sim.clock import VirtualClock
 from drivers.sim.host import SimHost, SimSpec
+from drivers.sim.isaqn import IsaqnNetwork
 from labctl.config import BenchConfig, InstrumentConfig
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,17 @@ def start_simulators(
     clock: VirtualClock | None = None,
 ) -> SimHost:
     """Start the bench's simulators on real transports and return their host."""
+    elements = []
+    if config.isaqn is not None and config.isaqn.sim is not None:
+        physics, icr = config.isaqn.sim, config.isaqn.icr
+        elements.append(lambda bench: IsaqnNetwork(icr, bench, physics))
     host = SimHost(
         sim_specs(config, all_instruments=all_instruments),
         clock=clock if clock is not None else VirtualClock(speed=config.clock_speed),
         seed=config.seed,
         wiring=config.wiring,
         ambient_c=config.ambient_c,
+        elements=elements,
     )
     host.start()
     return host

@@ -13,6 +13,7 @@ Layout (see ``configs/sim_bench.toml`` for a commented example)::
     [bench.wiring]               "scope1:1" = "awg1:1"  (simulated signal paths)
     [instruments.NAME]           class, model, resource, timeout_s, ramp_step_s,
                                  limits, ramps, safe_start, sim (simulator options)
+    [isaqn]                      the ISAQN network (labctl/isaqn_config.py)
     [nodes] [channels] [loops] [interlocks] ...   free sections for later stages
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 
 from drivers.registry import INSTRUMENT_CLASSES, driver_class, models_for
 from drivers.sim.bench import parse_port
+from labctl.isaqn_config import IsaqnConfig, IsaqnConfigError, parse_isaqn
 
 #: the simulated bench used when no bench file is given
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim_bench.toml"
@@ -101,6 +103,7 @@ class BenchConfig:
     wiring: dict[str, str] = field(default_factory=dict)
     sections: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    isaqn: IsaqnConfig | None = None
 
     def by_class(self, instrument_class: str) -> list[InstrumentConfig]:
         return [i for i in self.instruments.values() if i.instrument_class == instrument_class]
@@ -189,7 +192,7 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
     """Validate an already-parsed bench mapping."""
     path = Path(path)
     check = _Checker(path)
-    check.unknown_keys(data, "", {"bench", "instruments", *FREE_SECTIONS})
+    check.unknown_keys(data, "", {"bench", "instruments", "isaqn", *FREE_SECTIONS})
     bench = check.table(data, "bench", required=True)
     check.unknown_keys(bench, "bench", _BENCH_KEYS)
     name = check.string(bench, "bench.name")
@@ -202,6 +205,14 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
     instruments = {
         iname: _parse_instrument(check, iname, table) for iname, table in instruments_table.items()
     }
+    isaqn = None
+    if "isaqn" in data:
+        classes = {n: i.instrument_class for n, i in instruments.items()}
+        try:
+            isaqn = parse_isaqn(data["isaqn"], classes)
+        except IsaqnConfigError as exc:
+            raise ConfigError(path, exc.key, exc.problem) from None
+    elements = {isaqn.icr} if isaqn is not None and isaqn.sim is not None else set()
     wiring = check.table(bench, "bench.wiring")
     for dest, src in wiring.items():
         for role, port in (("destination", dest), ("source", src)):
@@ -212,10 +223,9 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
                 iname, _ = parse_port(port)
             except ValueError:
                 raise check.fail(key, port, f'a {role} port "NAME:CHANNEL"') from None
-            if iname not in instruments:
-                raise check.fail(
-                    key, port, f"a {role} on a declared instrument ({', '.join(instruments)})"
-                )
+            if iname not in instruments and not (role == "source" and iname in elements):
+                known = ", ".join([*instruments, *sorted(elements)])
+                raise check.fail(key, port, f"a {role} on a declared instrument ({known})")
     sections = {key: data[key] for key in FREE_SECTIONS if key in data}
     for key, value in sections.items():
         if not isinstance(value, dict | list):
@@ -231,6 +241,7 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
         wiring=dict(wiring),
         sections=sections,
         raw=dict(data),
+        isaqn=isaqn,
     )
 
 
