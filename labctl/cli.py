@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drivers.errors import InstrumentError
-from labctl import bench_isaqn, calc_cvqkd, calc_locate, calc_qsm
+from labctl import bench_coincidence, bench_isaqn, calc_cvqkd, calc_locate, calc_qsm
 from labctl.bench import Bench, start_simulators
 from labctl.config import ConfigError, load_bench
 
@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks: labctl against a numpy/scipy reference")
     bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     bench_isaqn.add_parser(bench_sub)
+    bench_coincidence.add_parser(bench_sub)
 
     p = sub.add_parser("calc", help="calculators")
     calc_sub = p.add_subparsers(dest="calc_command", required=True, metavar="CALC")
