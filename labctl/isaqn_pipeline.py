@@ -128,7 +128,7 @@ class BandCalibration:
 
     n0_raw: float  # variance per quadrature of one SNU [V^2]
     v_el_snu: float
-    offset: complex  # mean of the shot-noise capture [V]
+    offset: complex  # mean of the shot-noise capture's symbols [V] (reported, see _normalise)
 
 
 @dataclass(frozen=True)
@@ -160,9 +160,7 @@ class BandRecord:
 class _BandStream:
     sync: BandSync
     lock_gain: float
-    next_symbol: int = 0
     resync: bool = False
-    pilot_phase_offset_rad: float = 0.0
 
 
 @dataclass
@@ -198,13 +196,25 @@ class IsaqnReceiver:
         self._stream_t0 = 0.0
 
     # -- calibration -------------------------------------------------------------------
+    def _ddc_once(
+        self,
+        carriers_hz: tuple[float, ...],
+        taps: np.ndarray,
+        decim: int,
+        first_output_sample: int,
+        record: np.ndarray,
+    ) -> np.ndarray:
+        """One record through a fresh DDC: (n_bands, n_out) complex64."""
+        cfg = DDCConfig(self.fs_hz, carriers_hz, taps, decim, "ftf")
+        state = DDCState.initial(cfg, first_output_sample)
+        out, _ = ddc_process(np.asarray(record, np.complex64), state, cfg)
+        return out
+
     def symbol_outputs(self, record: np.ndarray) -> np.ndarray:
         """Matched-filter outputs at the symbol rate (any timing), (n_bands, n) complex64,
         the filter's start-up transient dropped."""
-        cfg = DDCConfig(self.fs_hz, self.carriers_hz, self.centred_taps, self.sps, "ftf")
-        out, _ = ddc_process(np.asarray(record, np.complex64), DDCState.initial(cfg, 0), cfg)
-        skip = self.span + 2
-        return out[:, skip:]
+        out = self._ddc_once(self.carriers_hz, self.centred_taps, self.sps, 0, record)
+        return out[:, self.span + 2 :]
 
     def calibrate(
         self, electronic_records: Sequence[np.ndarray], shot_records: Sequence[np.ndarray]
@@ -230,31 +240,23 @@ class IsaqnReceiver:
     def _sync_band(self, record: np.ndarray, b: int) -> BandSync:
         seq = self.sequences[b]
         node = seq.node
-        cfg1 = DDCConfig(self.fs_hz, (node.carrier_hz,), self.centred_taps, 1, "ftf")
-        raw, _ = ddc_process(np.asarray(record, np.complex64), DDCState.initial(cfg1, 0), cfg1)
+        carrier = (node.carrier_hz,)
+        raw = self._ddc_once(carrier, self.centred_taps, 1, 0, record)
         skip = (self.span + 2) * self.sps
         timing = symbol_timing(raw[0, skip:], self.sps)
         # symbol centres in the filter output at skip + tau + m sps; in its input minus Q
         delay = (skip + timing.offset_samples - self.group_delay) % self.sps
         delay = 0.0 if delay >= self.sps else delay
-        chain = ReceiverChain(
-            self.fs_hz,
-            (node.carrier_hz,),
-            self.symbol_rate_hz,
-            PilotPattern(node.pilot_period),
-            taps=matched_taps(self.sps, self.span, self.config.rolloff, delay)[None, :],
-            first_output_sample=self.group_delay,
-            method="ftf",
-        )
-        symbols = self._raw_symbols(chain, record)[0]
+        taps = matched_taps(self.sps, self.span, self.config.rolloff, delay)[None, :]
+        symbols = self._ddc_once(carrier, taps, self.sps, self.group_delay, record)[0]
         first = self.span + 2
         residue = (first + pilot_offset(symbols[first:], node.pilot_period)) % node.pilot_period
         chain = ReceiverChain(
             self.fs_hz,
-            (node.carrier_hz,),
+            carrier,
             self.symbol_rate_hz,
             PilotPattern(node.pilot_period, residue),
-            taps=matched_taps(self.sps, self.span, self.config.rolloff, delay)[None, :],
+            taps=taps,
             first_output_sample=self.group_delay,
             method="ftf",
         )
@@ -263,7 +265,7 @@ class IsaqnReceiver:
         keep = idx >= first
         dense = np.zeros(int(idx[-1]) + 1 - first, dtype=np.complex128)
         dense[idx[keep] - first] = out["symbols"][keep]
-        dense = self._normalise(b, dense, subtract_offset=False)
+        dense = self._normalise(b, dense)
         sync = frame_offset(dense, seq.quantum, cyclic=True)
         offset = (sync.offset - first) % seq.symbols.size
         # stream symbol m is a pilot iff m % P == residue, and it is known symbol m + offset,
@@ -282,21 +284,13 @@ class IsaqnReceiver:
             timing_line_ratio=float(timing.line_ratio),
         )
 
-    @staticmethod
-    def _raw_symbols(chain: ReceiverChain, record: np.ndarray) -> np.ndarray:
-        cfg = chain.ddc_config
-        state = DDCState.initial(cfg, chain.first_output_sample)
-        out, _ = ddc_process(np.asarray(record, np.complex64), state, cfg)
-        return out
-
-    def _normalise(self, b: int, y: np.ndarray, *, subtract_offset: bool = True) -> np.ndarray:
+    def _normalise(self, b: int, y: np.ndarray) -> np.ndarray:
+        """Symbols in SNU. No offset is subtracted: an ADC offset is at 0 Hz, where no band's
+        carrier sits, so the matched filter already rejects it (``BandCalibration.offset``
+        only reports what is left of it)."""
         if self.calibration is None:
             raise RuntimeError("calibrate() before synchronising or processing")
-        cal = self.calibration[b]
-        z = np.asarray(y, dtype=np.complex128)
-        if subtract_offset:
-            z = z - cal.offset
-        return z / math.sqrt(cal.n0_raw)
+        return np.asarray(y, dtype=np.complex128) / math.sqrt(self.calibration[b].n0_raw)
 
     def synchronise(self, record: np.ndarray, t0_s: float = 0.0) -> list[BandSync]:
         """Find every band's timing, pilots and frame in ``record`` (which starts at time

@@ -77,6 +77,9 @@ _RRC_OVERSAMPLE = 256
 def rrc_pulse(t_symbols: np.ndarray, beta: float) -> np.ndarray:
     """Root-raised-cosine pulse at times in symbol periods, energy 1 per symbol period.
 
+    The node's own pulse, as the twin's physics (drivers/ does not import dsp/; the receiver's
+    copy is :func:`dsp.pulse.rrc_pulse`, and tests/test_isaqn_twin.py runs one against the other).
+
     Normalised so that sum over one sample grid of p(n / sps)**2 = sps (a unit symbol carries
     the energy of a rectangular pulse held for one symbol); p(0) = 1 - beta + 4 beta / pi.
     """
