@@ -130,7 +130,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -670,6 +670,23 @@ def spm_update(
     return tuple(decisions), new_state
 
 
+def _update_bands(
+    blocks: Mapping[int, ArrayLike] | Sequence[ArrayLike],
+    states: list,
+    argument: str,
+    step: Callable,
+    config: object,
+) -> dict:
+    """Run ``step(block, state, config)`` for each band given, updating ``states`` in place."""
+    items = blocks.items() if isinstance(blocks, Mapping) else enumerate(blocks)
+    out: dict = {}
+    for band, block in items:
+        if not (isinstance(band, int | np.integer) and 0 <= band < len(states)):
+            raise ValueError(f"{argument}: band {band!r} is not in 0..{len(states) - 1}")
+        out[int(band)], states[band] = step(block, states[band], config)
+    return out
+
+
 class SpmDetector:
     """SPM for all bands of a receiver: one :class:`SpmState` per band.
 
@@ -689,13 +706,7 @@ class SpmDetector:
     def update(
         self, pilots: Mapping[int, ArrayLike] | Sequence[ArrayLike]
     ) -> dict[int, tuple[SpmDecision, ...]]:
-        items = pilots.items() if isinstance(pilots, Mapping) else enumerate(pilots)
-        out: dict[int, tuple[SpmDecision, ...]] = {}
-        for band, block in items:
-            if not (isinstance(band, int | np.integer) and 0 <= band < self.n_bands):
-                raise ValueError(f"pilots: band {band!r} is not in 0..{self.n_bands - 1}")
-            out[int(band)], self.states[band] = spm_update(block, self.states[band], self.config)
-        return out
+        return _update_bands(pilots, self.states, "pilots", spm_update, self.config)
 
     @property
     def vibrating(self) -> list[bool]:
@@ -868,15 +879,7 @@ class PilotTracking:
     def update(
         self, phases: Mapping[int, ArrayLike] | Sequence[ArrayLike]
     ) -> dict[int, tuple[PilotTrackingDecision, ...]]:
-        items = phases.items() if isinstance(phases, Mapping) else enumerate(phases)
-        out: dict[int, tuple[PilotTrackingDecision, ...]] = {}
-        for band, block in items:
-            if not (isinstance(band, int | np.integer) and 0 <= band < self.n_bands):
-                raise ValueError(f"phases: band {band!r} is not in 0..{self.n_bands - 1}")
-            out[int(band)], self.states[band] = pilot_tracking_update(
-                block, self.states[band], self.config
-            )
-        return out
+        return _update_bands(phases, self.states, "phases", pilot_tracking_update, self.config)
 
     @property
     def pilot_only(self) -> list[bool]:
