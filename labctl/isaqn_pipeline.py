@@ -127,6 +127,7 @@ class BandCalibration:
     """Shot-noise unit of one band at symbol level (matched filter output)."""
 
     n0_raw: float  # variance per quadrature of one SNU [V^2]
+    n0_rel_se: float  # relative standard error of n0_raw (from the calibration's length)
     v_el_snu: float
     offset: complex  # mean of the shot-noise capture's symbols [V] (reported, see _normalise)
 
@@ -149,6 +150,7 @@ class BandRecord:
 
     pilot_t_s: np.ndarray  # stream time of each pilot [s]
     pilot_phase_rad: np.ndarray  # unwrapped pilot phase [rad]
+    pilots_snu: np.ndarray  # the pilots themselves, complex128 [SNU] (SPM works on them)
     pilot_power_snu: float  # mean |pilot|^2 [SNU]
     band_power_snu: float  # mean |y|^2 over all symbols [SNU]
     pe: PeSums  # sums of (known quantum symbol, received normalised symbol)
@@ -224,13 +226,18 @@ class IsaqnReceiver:
         shot = np.concatenate([self.symbol_outputs(r) for r in shot_records], axis=1)
         result = []
         for b in range(len(self.nodes)):
-            cal_i = calibrate_shot_noise(shot[b].real, elec[b].real)
-            cal_q = calibrate_shot_noise(shot[b].imag, elec[b].imag)
+            # I and Q pooled: one SNU for both quadratures (a heterodyne receiver's outputs are
+            # balanced by construction; the pooled estimate has half the variance)
+            cal = calibrate_shot_noise(
+                np.concatenate([shot[b].real, shot[b].imag]),
+                np.concatenate([elec[b].real, elec[b].imag]),
+            )
             result.append(
                 BandCalibration(
-                    n0_raw=0.5 * (cal_i.n0_raw + cal_q.n0_raw),
-                    v_el_snu=0.5 * (cal_i.v_el_snu + cal_q.v_el_snu),
-                    offset=complex(cal_i.offset_raw, cal_q.offset_raw),
+                    n0_raw=cal.n0_raw,
+                    n0_rel_se=cal.n0_se_raw / cal.n0_raw,
+                    v_el_snu=cal.v_el_snu,
+                    offset=complex(np.mean(shot[b])),
                 )
             )
         self.calibration = result
@@ -352,6 +359,7 @@ class IsaqnReceiver:
             result.bands[b] = BandRecord(
                 pilot_t_s=t_pilot[pil_valid],
                 pilot_phase_rad=band["pilot_phase_rad"][pil_valid],
+                pilots_snu=pilots,
                 pilot_power_snu=float(np.mean(np.abs(pilots) ** 2)) if pilots.size else 0.0,
                 band_power_snu=float(np.mean(np.abs(y) ** 2)) if y.size else 0.0,
                 pe=pe if locked else PeSums(),
