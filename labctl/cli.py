@@ -22,14 +22,16 @@ import logging
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from drivers.errors import InstrumentError
 from labctl import bench_coincidence, bench_isaqn, calc_cvqkd, calc_locate, calc_qsm
 from labctl.bench import Bench, start_simulators
-from labctl.config import ConfigError, load_bench
+from labctl.config import BenchConfig, ConfigError, load_bench
 
 
 class CliError(Exception):
@@ -74,9 +76,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_instruments)
 
-    p = sub.add_parser("run", help="run the main job on a bench")
+    p = sub.add_parser(
+        "run",
+        help="run the main job on a bench (ISAQN benches: acquire, analyse, display, record)",
+    )
     _add_config(p)
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        dest="duration_s",
+        metavar="S",
+        help="ISAQN: stop after S seconds of data (default: run until Ctrl-C)",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE.h5",
+        help="ISAQN: HDF5 recording of raw records and results "
+        "(default: runs/<bench>-<UTC time>.h5)",
+    )
+    p.add_argument("--no-record", action="store_true", help="ISAQN: do not record (display only)")
+    p.add_argument(
+        "--plain", action="store_true", help="ISAQN: plain text updates even on a terminal"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="benchmarks: labctl against a numpy/scipy reference")
@@ -151,6 +176,8 @@ def cmd_instruments(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_bench(args.config)
     _progress(f"bench {config.name!r}: {config.description}")
+    if config.isaqn is not None:
+        return _run_isaqn(args, config)
     with Bench(config) as bench:
         bench.connect(progress=_progress)
         before = bench.states()
@@ -175,6 +202,72 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{name}: {info['identity']}")
             print(f"    {_format_state(info['state_after_safe_start'])}")
         print(f"run finished: {len(before)} instruments connected, safe start applied, closed")
+    return 0
+
+
+def _run_isaqn(args: argparse.Namespace, config: BenchConfig) -> int:
+    """The ISAQN main job: live display, HDF5 recording, Ctrl-C ends it cleanly."""
+    from labctl.isaqn_display import LiveDisplay
+    from labctl.isaqn_job import JobError, run_isaqn
+    from labctl.isaqn_record import IsaqnRecorder
+
+    stop = threading.Event()
+
+    def interrupt(signum: int, frame: object) -> None:
+        if stop.is_set():  # a second Ctrl-C: do not wait for the record in flight
+            raise KeyboardInterrupt
+        _progress("stopping after the current record (Ctrl-C again to abort)")
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    recorder: IsaqnRecorder | None = None
+    display = LiveDisplay(plain=True if args.plain or args.json else None)
+    iq = config.isaqn
+    assert iq is not None
+    if not args.no_record:
+        path = args.output or Path("runs") / (
+            f"{config.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.h5"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recorder = IsaqnRecorder(
+            path,
+            config.path.read_text(encoding="utf-8"),
+            str(config.path),
+            {
+                "bench": config.name,
+                "seed": config.seed,
+                "sample_rate_hz": iq.sample_rate_hz,
+                "record_length": iq.record_length,
+                "channel_i": iq.channel_i,
+                "channel_q": iq.channel_q,
+            },
+        )
+        _progress(f"recording to {path}")
+    sinks = [display] if recorder is None else [display, recorder.status]
+    last = None
+    try:
+        display.start()
+        last, info = run_isaqn(
+            config,
+            duration_s=args.duration_s,
+            sinks=sinks,
+            progress=_progress,
+            record_sink_factory=None if recorder is None else (lambda job: recorder.record),
+            stop=stop,
+        )
+    except JobError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        display.stop()
+        if recorder is not None:
+            recorder.close()
+        signal.signal(signal.SIGINT, previous)
+    _progress(
+        f"run finished{' (Ctrl-C)' if stop.is_set() else ''}: {info['records']} records, "
+        f"{info['overloads']} overloads; instruments left safe (outputs off, laser off)"
+    )
+    if args.json:
+        print(json.dumps(last.to_dict() if last is not None else None))
     return 0
 
 
