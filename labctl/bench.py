@@ -38,6 +38,11 @@ def sim_specs(config: BenchConfig, *, all_instruments: bool = False) -> list[Sim
     ]
 
 
+def bench_clock(config: BenchConfig) -> VirtualClock:
+    """The simulated bench's clock as the bench file asks (``bench.clock``, ``clock_speed``)."""
+    return VirtualClock(realtime=config.clock == "realtime", speed=config.clock_speed)
+
+
 def start_simulators(
     config: BenchConfig,
     *,
@@ -51,7 +56,7 @@ def start_simulators(
         elements.append(lambda bench: IsaqnNetwork(icr, bench, physics))
     host = SimHost(
         sim_specs(config, all_instruments=all_instruments),
-        clock=clock if clock is not None else VirtualClock(speed=config.clock_speed),
+        clock=clock if clock is not None else bench_clock(config),
         seed=config.seed,
         wiring=config.wiring,
         ambient_c=config.ambient_c,

@@ -9,7 +9,7 @@ expected, e.g.::
 
 Layout (see ``configs/sim_bench.toml`` for a commented example)::
 
-    [bench]                      name, description, seed, clock_speed, ambient_c
+    [bench]                      name, description, seed, clock, clock_speed, ambient_c
     [bench.wiring]               "scope1:1" = "awg1:1"  (simulated signal paths)
     [instruments.NAME]           class, model, resource, timeout_s, ramp_step_s,
                                  limits, ramps, safe_start, sim (simulator options)
@@ -45,7 +45,10 @@ FREE_SECTIONS = (
     "analysis",
     "gui",
 )
-_BENCH_KEYS = {"name", "description", "seed", "clock_speed", "ambient_c", "wiring"}
+_BENCH_KEYS = {"name", "description", "seed", "clock", "clock_speed", "ambient_c", "wiring"}
+#: bench.clock: "realtime" (virtual time follows the wall clock, times clock_speed) or
+#: "manual" (simulated time moves only as the job reads data: offline, never real time)
+CLOCK_MODES = ("realtime", "manual")
 _INSTRUMENT_KEYS = {
     "class",
     "model",
@@ -99,6 +102,7 @@ class BenchConfig:
     instruments: dict[str, InstrumentConfig]
     seed: int = 0
     clock_speed: float = 1.0
+    clock: str = "realtime"
     ambient_c: float = 22.0
     wiring: dict[str, str] = field(default_factory=dict)
     sections: dict[str, Any] = field(default_factory=dict)
@@ -226,6 +230,9 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
             if iname not in instruments and not (role == "source" and iname in elements):
                 known = ", ".join([*instruments, *sorted(elements)])
                 raise check.fail(key, port, f"a {role} on a declared instrument ({known})")
+    clock = check.string(bench, "bench.clock", default="realtime")
+    if clock not in CLOCK_MODES:
+        raise check.fail("bench.clock", clock, " or ".join(f'"{m}"' for m in CLOCK_MODES))
     sections = {key: data[key] for key in FREE_SECTIONS if key in data}
     for key, value in sections.items():
         if not isinstance(value, dict | list):
@@ -237,6 +244,7 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
         instruments=instruments,
         seed=int(seed),
         clock_speed=check.number(bench, "bench.clock_speed", default=1.0, positive=True),
+        clock=clock,
         ambient_c=check.number(bench, "bench.ambient_c", default=22.0),
         wiring=dict(wiring),
         sections=sections,
