@@ -164,7 +164,7 @@ def test_labctl_run_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     else:
         proc.kill()
         pytest.fail("no status within 90 s:\n" + "".join(lines))
-    stdout, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert "run finished (Ctrl-C)" in stderr
     assert "instruments left safe" in stderr

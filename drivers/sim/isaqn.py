@@ -29,7 +29,8 @@ property of the node) times the AWG voltages ``V_I + j V_Q`` read at the node's 
 - tau_k = L_k n / c: the fibre delay of the return trip (the modulation happens at the node).
 - T_k = 10^(-alpha L_k / 10) / N * 10^(-voa_db / 10): fibre loss, the 1xN splitter on the way
   back and the node's VOA.
-- e_k: excess noise: Gaussian noise the node adds to every symbol, xi_k per quadrature
+- e_k: excess noise: Gaussian noise the node adds to every symbol while it transmits (an
+  AWG output of its modulator on; none in a signal-off calibration), xi_k per quadrature
   (referred to the channel input), pulse-shaped like the symbols (root-raised cosine at the
   node's symbol rate, symbols centred on multiples of 1/R from virtual time 0, the same grid as
   an arb played from time 0) and on the node's carrier: after a matched filter it is exactly
@@ -392,6 +393,17 @@ class IsaqnNetwork:
         power = float(laser.optical_power_mw())
         return math.sqrt(max(power, 0.0) / self.physics.laser_nominal_mw)
 
+    def _transmitting(self, node: NodePhysics) -> bool:
+        """The node's modulator is driven (either AWG output on): its light, hence its excess
+        noise, reaches the center. With both off (the shot-noise calibration) neither does.
+        A source that cannot tell (no ``output_enabled``) counts as on."""
+        for name, channel in (node.drive_i, node.drive_q):
+            sim = self.bench.instruments.get(name)
+            enabled = getattr(sim, "output_enabled", None)
+            if enabled is None or enabled(channel):
+                return True
+        return False
+
     def _excess_noise(self, k: int, t_node: np.ndarray) -> np.ndarray:
         node = self.physics.nodes[k]
         if node.xi_snu <= 0:
@@ -427,7 +439,9 @@ class IsaqnNetwork:
                 tau = self.fibre_delay_s(k)
                 t_node = t - tau
                 drive = self._port_v(node.drive_i, t_node) + 1j * self._port_v(node.drive_q, t_node)
-                signal = node.quadrature_per_v * drive + self._excess_noise(k, t_node)
+                signal = node.quadrature_per_v * drive
+                if self._transmitting(node):  # the node's own noise goes with its light
+                    signal = signal + self._excess_noise(k, t_node)
                 if not np.any(signal):
                     continue
                 amp = math.sqrt(p.eta * self.transmittance(k) / 2.0)

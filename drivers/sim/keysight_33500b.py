@@ -367,6 +367,11 @@ class SimKeysight33500B(SimInstrument):
         return np.rint(values * DAC_MAX).astype(np.int16)
 
     # -- physics read by other simulators -------------------------------------------
+    def output_enabled(self, channel: int) -> bool:
+        """True while output ``channel`` drives its load (what is plugged in sees a signal)."""
+        with self.lock:
+            return bool(self.channels[channel].output)
+
     def output_v(self, channel: int, t_s: np.ndarray) -> np.ndarray:
         """Voltage into 50 ohm on output ``channel`` at virtual times ``t_s`` (seconds)."""
         t = np.asarray(t_s, dtype=np.float64)

@@ -492,6 +492,12 @@ class SimKeysightM8190A(SimInstrument):
         channel.running = True
 
     # -- physics read by other simulators -------------------------------------------
+    def output_enabled(self, channel: int) -> bool:
+        """True while output ``channel`` drives its load (what is plugged in sees a signal)."""
+        with self.lock:
+            ch = self.channels[channel]
+            return bool(ch.output and ch.running)
+
     def output_v(self, channel: int, t_s: np.ndarray) -> np.ndarray:
         """Voltage into 50 ohm on output ``channel`` at virtual times ``t_s`` (seconds)."""
         t = np.asarray(t_s, dtype=np.float64)
