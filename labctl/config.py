@@ -31,7 +31,11 @@ from drivers.sim.bench import parse_port
 from labctl.isaqn_config import IsaqnConfig, IsaqnConfigError, parse_isaqn
 
 #: the simulated bench used when no bench file is given
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sim_bench.toml"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: the bench every command uses when none is given: the simulated ISAQN network
+DEFAULT_CONFIG = CONFIG_DIR / "isaqn_sim.toml"
+#: the foundation bench: one instrument of every class, wired for driver demos
+FOUNDATION_CONFIG = CONFIG_DIR / "sim_bench.toml"
 
 #: top-level sections later stages read; kept as plain dictionaries here
 FREE_SECTIONS = (

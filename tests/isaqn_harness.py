@@ -19,12 +19,12 @@ import numpy as np
 from drivers.sim.clock import VirtualClock
 from drivers.sim.isaqn import IsaqnNetwork
 from labctl.bench import Bench
-from labctl.config import DEFAULT_CONFIG, BenchConfig, load_bench
+from labctl.config import CONFIG_DIR, BenchConfig, load_bench
 from labctl.isaqn_config import PztDrive
 from labctl.isaqn_job import IsaqnJob
 from labctl.isaqn_pipeline import IsaqnReceiver, RecordResult
 
-ISAQN_BENCH = DEFAULT_CONFIG.parent / "isaqn_sim.toml"
+ISAQN_BENCH = CONFIG_DIR / "isaqn_sim.toml"
 
 
 def bench_variant(

@@ -15,6 +15,7 @@ import pytest
 
 from drivers.santec import SantecTSL570
 from labctl.cli import main
+from labctl.config import FOUNDATION_CONFIG
 
 LASER_BENCH = """
 [bench]
@@ -100,17 +101,26 @@ def test_unreachable_instrument_is_one_line(tmp_path, capsys):
     assert "Traceback" not in "\n".join(err)
 
 
-def test_default_bench_sim_lists_every_instrument():
-    env = dict(os.environ)
+def _sim_table(*config: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "labctl", "sim", "--json", "--duration-s", "0.2"],
+        [sys.executable, "-m", "labctl", "sim", "--json", "--duration-s", "0.2", *config],
         capture_output=True,
         text=True,
         timeout=60,
-        env=env,
+        env=dict(os.environ),
     )
     assert proc.returncode == 0, proc.stderr
-    table = json.loads(proc.stdout.splitlines()[0])
+    return json.loads(proc.stdout.splitlines()[0])
+
+
+def test_default_bench_is_the_isaqn_network():
+    table = _sim_table()
+    assert set(table) == {"laser1", "awg1", "awg2", "awg3", "awg4", "scope1"}
+    assert table["scope1"]["model"] == "keysight_infiniium"
+
+
+def test_foundation_bench_sim_lists_every_instrument():
+    table = _sim_table(str(FOUNDATION_CONFIG))
     assert {v["class"] for v in table.values()} == {"laser", "awg", "scope", "tdc", "tec"}
     tec = next(v for v in table.values() if v["class"] == "tec")
     assert tec["resource"].startswith("ASRL/dev/pts/")

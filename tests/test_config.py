@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.config import DEFAULT_CONFIG, ConfigError, load_bench
+from labctl.config import DEFAULT_CONFIG, FOUNDATION_CONFIG, ConfigError, load_bench
 
 GOOD = """
 [bench]
@@ -49,10 +49,13 @@ def test_good_file_loads(tmp_path):
     assert laser.timeout_s == 1.5 and laser.simulated
 
 
-def test_shipped_bench_loads():
-    config = load_bench(DEFAULT_CONFIG)
+def test_shipped_benches_load():
+    config = load_bench(FOUNDATION_CONFIG)
     classes = {i.instrument_class for i in config.instruments.values()}
     assert classes == {"laser", "awg", "scope", "tdc", "tec"}
+    default = load_bench()
+    assert default.path == DEFAULT_CONFIG and default.isaqn is not None
+    assert [n.name for n in default.isaqn.nodes] == ["node1", "node2", "node3"]
 
 
 def test_missing_file(tmp_path):

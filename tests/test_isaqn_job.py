@@ -20,12 +20,12 @@ import pytest
 
 from drivers.sim.clock import VirtualClock
 from labctl.bench import Bench
-from labctl.config import DEFAULT_CONFIG, load_bench
+from labctl.config import CONFIG_DIR, load_bench
 from labctl.isaqn_job import IsaqnJob
 from labctl.isaqn_record import IsaqnRecorder, read_isaqn_recording
 from labctl.isaqn_status import NetworkStatus
 
-ISAQN_BENCH = DEFAULT_CONFIG.parent / "isaqn_sim.toml"
+ISAQN_BENCH = CONFIG_DIR / "isaqn_sim.toml"
 DATA_S = 8.0
 
 

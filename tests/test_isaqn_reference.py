@@ -17,10 +17,10 @@ import pytest
 from drivers.sim.clock import VirtualClock
 from dsp.cvqkd import PeSums, estimate_from_sums
 from labctl.bench import Bench
-from labctl.config import DEFAULT_CONFIG, load_bench
+from labctl.config import CONFIG_DIR, load_bench
 from labctl.isaqn_pipeline import IsaqnReceiver, awg_waveform, node_sequence
 
-REFERENCE_BENCH = DEFAULT_CONFIG.parent / "isaqn_reference.toml"
+REFERENCE_BENCH = CONFIG_DIR / "isaqn_reference.toml"
 #: data records after the synchronisation record (each 2**20 samples, 52 429 symbols)
 DATA_RECORDS = 4
 

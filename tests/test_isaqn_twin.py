@@ -13,10 +13,10 @@ import pytest
 from drivers.sim.clock import VirtualClock
 from dsp.cvqkd import PeSums, estimate_from_sums
 from labctl.bench import Bench
-from labctl.config import DEFAULT_CONFIG, load_bench
+from labctl.config import CONFIG_DIR, load_bench
 from labctl.isaqn_pipeline import IsaqnReceiver, awg_waveform, node_sequence
 
-ISAQN_BENCH = DEFAULT_CONFIG.parent / "isaqn_sim.toml"
+ISAQN_BENCH = CONFIG_DIR / "isaqn_sim.toml"
 
 
 @pytest.fixture(scope="module")
