@@ -24,6 +24,7 @@ All of it is streaming: feed records in order; :meth:`NetworkMonitor.status` rep
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from dsp.spm import PilotTracking, PilotTrackingConfig, SpmConfig, SpmDetector
 from labctl.isaqn_config import IsaqnConfig
 from labctl.isaqn_pipeline import IsaqnReceiver, RecordResult
 from labctl.isaqn_status import EventLocation, NetworkStatus, NodeStatus
+
+log = logging.getLogger(__name__)
 
 NAN = float("nan")
 
@@ -89,13 +92,21 @@ class EventLocator:
         self.fibre_m = np.array([n.fibre_m for n in nodes], dtype=np.float64)
         self.pilot_rate_hz = float(min(n.symbol_rate_hz / n.pilot_period for n in nodes))
         # largest arrival difference a source anywhere can cause: node-to-node distance over v
-        # plus the fibre delay difference (light in fibre, both ways not: one way to the center)
+        # plus the difference of the nodes' one-way fibre delays to the center
         spans = np.linalg.norm(self.xy_m[:, None, :] - self.xy_m[None, :, :], axis=-1)
         c_fibre = 299_792_458.0 / config.fibre_index
         self.max_spread_s = float(
             spans.max() / config.wave_speed_m_s + np.ptp(self.fibre_m) / c_fibre
         )
-        self.grid_hz = self.pilot_rate_hz / max(1, int(self.pilot_rate_hz // GRID_HZ))
+        if self.settings.buffer_s < 2.0 * self.max_spread_s + 1.0:
+            raise ValueError(
+                f"LocatorConfig.buffer_s = {self.settings.buffer_s} s cannot hold an event: the "
+                f"nodes' arrival spread reaches {self.max_spread_s:.2f} s (need >= "
+                f"{2.0 * self.max_spread_s + 1.0:.2f} s)"
+            )
+        # pilots averaged in blocks of `decimation` (at most GRID_HZ samples/s are kept)
+        self.decimation = max(1, int(self.pilot_rate_hz // GRID_HZ))
+        self.grid_hz = self.pilot_rate_hz / self.decimation
         lo, hi = self.settings.band_hz
         hi = min(hi, 0.45 * self.grid_hz)
         self.sos = signal.butter(
@@ -103,8 +114,6 @@ class EventLocator:
         )
         self.times: list[deque[np.ndarray]] = [deque() for _ in nodes]
         self.phases: list[deque[np.ndarray]] = [deque() for _ in nodes]
-        # pilots averaged in blocks of `decimation` (at most GRID_HZ samples/s are kept)
-        self.decimation = max(1, int(self.pilot_rate_hz // GRID_HZ))
         self._carry_t: list[np.ndarray] = [np.zeros(0) for _ in nodes]
         self._carry_p: list[np.ndarray] = [np.zeros(0) for _ in nodes]
         self.last_event_end_s = -math.inf
@@ -207,7 +216,13 @@ class EventLocator:
                 fibre_m=self.fibre_m[members],
                 fibre_index=self.config.fibre_index,
             )
-        except (LocationInputError, ValueError):
+        except (LocationInputError, ValueError) as exc:
+            log.warning(
+                "a burst on %s at t = %.3f s could not be located: %s",
+                ", ".join(self.config.nodes[k].name for k in members),
+                float(t[first * frame]),
+                exc,
+            )
             return None
         event = EventLocation(
             t_s=float(t[first * frame]),
@@ -227,7 +242,6 @@ class EventLocator:
 @dataclass
 class _NodeTrack:
     pe: PeSums
-    pilots: list[np.ndarray]
     phases: list[np.ndarray]
     band_power: list[float]
     pilot_power: list[float]
@@ -274,7 +288,7 @@ class NetworkMonitor:
 
     @staticmethod
     def _new_track() -> _NodeTrack:
-        return _NodeTrack(PeSums(), [], [], [], [])
+        return _NodeTrack(PeSums(), [], [], [])
 
     def reset_streams(self) -> None:
         """A re-synchronised stream: restart what depends on phase continuity."""
@@ -292,7 +306,6 @@ class NetworkMonitor:
             tr.locked = r.locked
             if r.locked and not self.tracking.pilot_only[b]:
                 tr.pe = tr.pe + r.pe
-            tr.pilots.append(r.pilots_snu)
             tr.phases.append(r.pilot_phase_rad)
             tr.band_power.append(r.band_power_snu)
             tr.pilot_power.append(r.pilot_power_snu)
@@ -313,7 +326,6 @@ class NetworkMonitor:
             self.location = found
         nodes = tuple(self._node_status(b) for b in range(len(self.tracks)))
         for tr in self.tracks:
-            tr.pilots.clear()
             tr.phases.clear()
             tr.band_power.clear()
             tr.pilot_power.clear()
