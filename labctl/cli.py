@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from drivers.errors import InstrumentError
-from labctl import bench_coincidence, bench_isaqn, calc_cvqkd, calc_locate, calc_qsm
+from labctl import (
+    bench_coincidence,
+    bench_isaqn,
+    calc_cvqkd,
+    calc_entanglement,
+    calc_locate,
+    calc_qsm,
+)
 from labctl.bench import Bench, start_simulators
 from labctl.config import BenchConfig, ConfigError, load_bench
 
@@ -114,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     calc_qsm.add_parser(calc_sub)
     calc_locate.add_parser(calc_sub)
     calc_cvqkd.add_parser(calc_sub)
+    calc_entanglement.add_parsers(calc_sub)
     return parser
 
 
