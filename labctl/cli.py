@@ -2,14 +2,17 @@
 
     labctl sim [CONFIG] [--json]          start a bench's simulators and keep them running
     labctl instruments [CONFIG] [--json]  connect to every instrument, print identity and state
-    labctl run [CONFIG]                   the main job on a bench
+    labctl run [CONFIG]                   the main job on a bench (ISAQN: live, recorded)
     labctl bench isaqn [--json]           receiver DSP throughput vs a numpy/scipy reference
+    labctl bench coincidence [--json]     time-tag histogram vs numpy/pycorrelate, PTU decoding
     labctl calc qsm ...                   quantum secure metrology planning
     labctl calc locate ...                locate a vibration source from arrival times
     labctl calc cv-skr ...                CV-QKD asymptotic secret key rate
+    labctl calc bbm92 ...                 BBM92 asymptotic secret key rate
+    labctl calc plan-channels ...         channel plan of the entanglement network
 
-With no CONFIG every command uses the shipped simulated bench
-(``configs/sim_bench.toml``) and starts its simulators itself. Errors are one
+With no CONFIG every command uses the shipped simulated ISAQN bench
+(``configs/isaqn_sim.toml``) and starts its simulators itself. Errors are one
 line on stderr (``--debug`` shows the traceback); progress goes to stderr so
 ``--json`` output on stdout stays machine-readable.
 """
