@@ -5,6 +5,7 @@
     labctl run [CONFIG]                   the main job on a bench (ISAQN: live, recorded)
     labctl bench isaqn [--json]           receiver DSP throughput vs a numpy/scipy reference
     labctl bench coincidence [--json]     time-tag histogram vs numpy/pycorrelate, PTU decoding
+    labctl replay FILE.ptu [--json]       singles, coincidences, CAR of a PicoQuant PTU file
     labctl calc qsm ...                   quantum secure metrology planning
     labctl calc locate ...                locate a vibration source from arrival times
     labctl calc cv-skr ...                CV-QKD asymptotic secret key rate
@@ -39,6 +40,7 @@ from labctl import (
     calc_entanglement,
     calc_locate,
     calc_qsm,
+    replay_ptu,
 )
 from labctl.bench import Bench, start_simulators
 from labctl.config import BenchConfig, ConfigError, load_bench
@@ -118,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     bench_isaqn.add_parser(bench_sub)
     bench_coincidence.add_parser(bench_sub)
+
+    replay_ptu.add_parser(sub)
 
     p = sub.add_parser("calc", help="calculators")
     calc_sub = p.add_subparsers(dest="calc_command", required=True, metavar="CALC")
