@@ -213,6 +213,7 @@ class IsaqnJob:
         data_s = 0.0
         next_update_s = cfg.update_s
         last: NetworkStatus | None = None
+        messages: list[str] = []  # what happened since the previous status
         first = self.acquire()
         syncs = self.receiver.synchronise(first.samples, 0.0)
         for node, s in zip(cfg.nodes, syncs, strict=True):
@@ -227,7 +228,8 @@ class IsaqnJob:
             data_s += record_s
             if data_s + 1e-9 >= next_update_s:
                 next_update_s += cfg.update_s
-                last = self.monitor.status(overloads=self.overloads)
+                last = self.monitor.status(overloads=self.overloads, messages=tuple(messages))
+                messages.clear()
                 for sink in sinks:
                     sink(last)
             if duration_s is not None and data_s + 1e-9 >= duration_s:
@@ -236,7 +238,11 @@ class IsaqnJob:
                 break
             record = self.acquire()
             if self.receiver.needs_resync:
-                self.progress("a band lost lock: re-synchronising")
+                streams = zip(cfg.nodes, self.receiver.streams, strict=True)
+                lost = [n.name for n, st in streams if st.resync]
+                text = f"{', '.join(lost)} lost lock at t = {data_s:.2f} s: re-synchronised"
+                self.progress(text)
+                messages.append(text)
                 self.receiver.synchronise(record.samples, data_s)
                 self.monitor.reset_streams()
         return last

@@ -27,6 +27,18 @@ from labctl.isaqn_pipeline import IsaqnReceiver, RecordResult
 ISAQN_BENCH = CONFIG_DIR / "isaqn_sim.toml"
 
 
+#: node fields the operator's config and the twin's truth both hold
+SHARED_NODE_FIELDS = {
+    "carrier_hz",
+    "symbol_rate_hz",
+    "quadrature_per_v",
+    "fibre_m",
+    "x_m",
+    "y_m",
+    "pzt",
+}
+
+
 def bench_variant(
     *,
     keep_nodes: Sequence[str] | None = None,
@@ -54,7 +66,7 @@ def bench_variant(
             continue
         change = dict(nodes.get(node.name, {}))
         op_nodes.append(dataclasses.replace(node, **change))
-        shared = {k: v for k, v in change.items() if k in NodePhysicsFields}
+        shared = {k: v for k, v in change.items() if k in SHARED_NODE_FIELDS}
         twin_nodes.append(dataclasses.replace(phys, **shared, **sim_nodes.get(node.name, {})))
     isaqn = dict(isaqn or {})
     sim_change = dict(sim or {})
@@ -66,17 +78,6 @@ def bench_variant(
     physics = dataclasses.replace(iq.sim, nodes=tuple(twin_nodes), **sim_change)
     new_iq = dataclasses.replace(iq, nodes=tuple(op_nodes), sim=physics, **isaqn)
     return dataclasses.replace(config, isaqn=new_iq)
-
-
-NodePhysicsFields = {
-    "carrier_hz",
-    "symbol_rate_hz",
-    "quadrature_per_v",
-    "fibre_m",
-    "x_m",
-    "y_m",
-    "pzt",
-}
 
 
 def pzt(function: str, freq_hz: float, amplitude_vpp: float) -> PztDrive:
