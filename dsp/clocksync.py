@@ -68,6 +68,7 @@ acquisition frames).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numba as nb
@@ -505,14 +506,17 @@ def track_process(
     horizon_a_ps: int | None = None,
     horizon_b_ps: int | None = None,
     final: bool = False,
+    sync_channels_b: Sequence[int] | None = None,
 ) -> tuple[TrackResult, TrackerState]:
     """Feed new tags of both taggers; process every complete frame; return them and the state.
 
     ``t_a_ps``/``t_b_ps`` are new sorted tags of A and B (either may be empty), each not
     before that tagger's previous batch. ``channel_b`` (default all 0) rides along with B's
-    tags into the mapped output. ``horizon_*_ps`` declare every earlier tag delivered
-    (default: the last tag seen). ``final=True`` ends the stream: the remaining (partial)
-    frames are processed too.
+    tags into the mapped output. ``sync_channels_b`` (default: all) restricts the residual
+    histogram to B tags of those channels, e.g. the one B channel correlated with the A tags
+    given, when other B channels would add peaks at other delays; every B tag is mapped.
+    ``horizon_*_ps`` declare every earlier tag delivered (default: the last tag seen).
+    ``final=True`` ends the stream: the remaining (partial) frames are processed too.
     """
     a_new = _sorted_tags(t_a_ps, "t_a_ps")
     b_new = _sorted_tags(t_b_ps, "t_b_ps")
@@ -525,6 +529,13 @@ def track_process(
         if cb.size and (cb.min() < 0 or cb.max() > 255):
             raise ValueError("channel_b: channels must be tagger inputs 0..255")
         cb_new = cb.astype(np.uint8)
+    sync_lut: npt.NDArray[np.bool_] | None = None
+    if sync_channels_b is not None:
+        sync_lut = np.zeros(256, bool)
+        for c in sync_channels_b:
+            if not 0 <= int(c) <= 255:
+                raise ValueError(f"sync_channels_b: channels must be 0..255, got {c!r}")
+            sync_lut[int(c)] = True
     if a_new.size and state.last_a_ps is not None and a_new[0] < state.last_a_ps:
         raise ValueError(
             f"t_a_ps: batch starts at {int(a_new[0])} ps, before A's last tag or horizon "
@@ -586,13 +597,15 @@ def track_process(
         m = tb - np.rint(o + s * (tb - g).astype(np.float64)).astype(np.int64)
         if last_out is not None and m.size:
             m = np.maximum(m, last_out)
-        lo = np.searchsorted(pa, m - math.floor(hw), side="left")
-        hi = np.searchsorted(pa, m + math.floor(hw), side="right")
+        use = slice(None) if sync_lut is None else np.flatnonzero(sync_lut[cbf])
+        ms, tbs = m[use], tb[use]
+        lo = np.searchsorted(pa, ms - math.floor(hw), side="left")
+        hi = np.searchsorted(pa, ms + math.floor(hw), side="right")
         cnt = hi - lo
         total = int(cnt.sum())
-        ib = np.repeat(np.arange(m.size), cnt)
+        ib = np.repeat(np.arange(ms.size), cnt)
         ia = np.repeat(lo, cnt) + (np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-        r = (pa[ia] - m[ib]).astype(np.float64)
+        r = (pa[ia] - ms[ib]).astype(np.float64)
         hw_used = hw
         e, rms, n_sig, sig = _peak(r, hw, config.n_bins, rms_prev)
         locked = sig >= config.min_significance and n_sig >= 3.0
@@ -601,7 +614,7 @@ def track_process(
         fit = None
         if locked:
             sel = np.abs(r - e) <= max(3.0 * rms, 2.0 * hw / config.n_bins)
-            t_mean = float(np.mean(tb[ib[sel]])) if np.any(sel) else g + 0.5 * p
+            t_mean = float(np.mean(tbs[ib[sel]])) if np.any(sel) else g + 0.5 * p
             y_obs = o + s * (t_mean - g) - e
             if y_ref is None:
                 y_ref = y_obs

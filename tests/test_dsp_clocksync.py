@@ -268,3 +268,40 @@ def test_tracking_is_identical_for_any_cut_of_the_two_streams(short_pair, cuts_a
     np.testing.assert_array_equal(mapped, whole_mapped)
     assert state.drift_ppm == whole_state.drift_ppm
     assert whole_frames[-1].locked and whole_state.drift_ppm == pytest.approx(-2.5, rel=0.01)
+
+
+def test_sync_channels_restrict_the_tracker_to_one_correlated_b_channel():
+    """B's channel 2 carries the same pairs as channel 1 but 700 ps later (another fibre): fed
+    together the residuals hold two peaks; with ``sync_channels_b=[1]`` the tracker locks on
+    channel 1 alone and still maps channel 2's tags (its pairs land 700 ps after A's)."""
+    rng = np.random.default_rng(11)
+    offset, drift = 1_234_000.0, 2.0
+    ta, tb1, pairs = two_taggers(rng, duration_s=1.0, offset_ps=offset, drift_ppm=drift)
+    s = (pairs + DELAY_PS + 700.0) / PS
+    tb2_true = pairs + DELAY_PS + 700.0 + rng.normal(0.0, JITTER_PS, pairs.size)
+    tb2 = np.sort(np.floor(offset + tb2_true + drift * 1e-6 * s * PS).astype(np.int64))
+    tb = np.concatenate([tb1, tb2])
+    ch = np.concatenate([np.ones(tb1.size, np.uint8), np.full(tb2.size, 2, np.uint8)])
+    order = np.argsort(tb, kind="stable")
+    tb, ch = tb[order], ch[order]
+    coarse = coarse_offset(
+        ta, tb1, max_offset_ps=10_000_000, bin_ps=1_000_000, duration_ps=PS // 20
+    )
+    cfg = TrackerConfig(min_window_ps=300)
+    state = TrackerState.initial(ClockModel(coarse.offset_ps, 0.0, int(tb[0])), cfg)
+    res, state = track_process(ta, tb, state, cfg, channel_b=ch, sync_channels_b=[1], final=True)
+    assert state.drift_ppm == pytest.approx(drift, rel=0.01)
+    assert res.t_b_in_a_ps.size == tb.size
+    late = [f for f in res.frames if f.start_b_ps > tb[0] + 6 * PS // 10]
+    assert late and max(abs(f.error_ps) for f in late) < 15.0
+    assert np.median([f.width_ps for f in late]) == pytest.approx(JITTER_PS, rel=0.25)
+    mapped2 = res.t_b_in_a_ps[res.channel_b == 2]
+    mapped2 = mapped2[mapped2 > 6 * PS // 10]
+    late_a = ta[ta > 6 * PS // 10]
+    k = np.clip(np.searchsorted(late_a, mapped2 - 700), 1, late_a.size - 1)
+    nearest = np.minimum(
+        np.abs(late_a[k] - (mapped2 - 700)), np.abs(late_a[k - 1] - (mapped2 - 700))
+    )
+    assert np.count_nonzero(nearest < 4 * JITTER_PS) >= 0.9 * np.count_nonzero(pairs > 6 * PS // 10)
+    with pytest.raises(ValueError, match="sync_channels_b"):
+        track_process(ta, tb, state, cfg, channel_b=ch, sync_channels_b=[300])
