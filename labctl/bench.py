@@ -30,9 +30,19 @@ Progress = Callable[[str], None]
 
 
 def sim_specs(config: BenchConfig, *, all_instruments: bool = False) -> list[SimSpec]:
-    """Simulator specs for the instruments that are simulated (or all of them)."""
+    """Simulator specs for the instruments that are simulated (or all of them).
+
+    On an entanglement bench with a twin, the taggers of its channels take their events from
+    the photon-pair source (simulator option ``source``) unless their options name another.
+    """
+    ent = config.entanglement
+    fed = set() if ent is None or ent.sim is None else {c.tagger for c in ent.channels}
     return [
-        SimSpec(i.name, i.model, i.sim)
+        SimSpec(
+            i.name,
+            i.model,
+            {"source": ent.source, **i.sim} if ent is not None and i.name in fed else i.sim,
+        )
         for i in config.instruments.values()
         if all_instruments or i.simulated
     ]
@@ -54,6 +64,12 @@ def start_simulators(
     if config.isaqn is not None and config.isaqn.sim is not None:
         physics, icr = config.isaqn.sim, config.isaqn.icr
         elements.append(lambda bench: IsaqnNetwork(icr, bench, physics))
+    ent = config.entanglement
+    if ent is not None and ent.sim is not None:
+        from drivers.sim.pairsource import PhotonPairSource
+
+        pairs = ent.sim
+        elements.append(lambda bench: PhotonPairSource(ent.source, bench, pairs))
     host = SimHost(
         sim_specs(config, all_instruments=all_instruments),
         clock=clock if clock is not None else bench_clock(config),

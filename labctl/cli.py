@@ -2,7 +2,8 @@
 
     labctl sim [CONFIG] [--json]          start a bench's simulators and keep them running
     labctl instruments [CONFIG] [--json]  connect to every instrument, print identity and state
-    labctl run [CONFIG]                   the main job on a bench (ISAQN: live, recorded)
+    labctl run [CONFIG]                   the main job on a bench (ISAQN: live, recorded;
+                                          entanglement: live per user pair)
     labctl bench isaqn [--json]           receiver DSP throughput vs a numpy/scipy reference
     labctl bench coincidence [--json]     time-tag histogram vs numpy/pycorrelate, PTU decoding
     labctl replay FILE.ptu [--json]       singles, coincidences, CAR of a PicoQuant PTU file
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="run the main job on a bench (ISAQN benches: acquire, analyse, display, record)",
+        help="run the main job on a bench (ISAQN: acquire, analyse, display, record; "
+        "entanglement: time tags, coincidences, Franson scans, BBM92 per user pair)",
     )
     _add_config(p)
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
@@ -193,6 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _progress(f"bench {config.name!r}: {config.description}")
     if config.isaqn is not None:
         return _run_isaqn(args, config)
+    if config.entanglement is not None:
+        return _run_entanglement(args, config)
     with Bench(config) as bench:
         bench.connect(progress=_progress)
         before = bench.states()
@@ -280,6 +284,46 @@ def _run_isaqn(args: argparse.Namespace, config: BenchConfig) -> int:
     _progress(
         f"run finished{' (Ctrl-C)' if stop.is_set() else ''}: {info['records']} records, "
         f"{info['overloads']} overloads; instruments left safe (outputs off, laser off)"
+    )
+    if args.json:
+        print(json.dumps(last.to_dict() if last is not None else None))
+    return 0
+
+
+def _run_entanglement(args: argparse.Namespace, config: BenchConfig) -> int:
+    """The entanglement network's main job: live per-pair table, Ctrl-C ends it cleanly."""
+    from labctl.entangle_display import EntanglementDisplay
+    from labctl.entangle_job import JobError, run_entanglement
+
+    if args.output is not None:
+        raise CliError(
+            "--output: entanglement runs are not recorded yet (time-tag recording is not "
+            "implemented); run without it"
+        )
+    stop = threading.Event()
+
+    def interrupt(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        _progress("stopping after the current read (Ctrl-C again to abort)")
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    display = EntanglementDisplay(plain=True if args.plain or args.json else None)
+    try:
+        display.start()
+        last, info = run_entanglement(
+            config, duration_s=args.duration_s, sinks=[display], progress=_progress, stop=stop
+        )
+    except JobError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        display.stop()
+        signal.signal(signal.SIGINT, previous)
+    _progress(
+        f"run finished{' (Ctrl-C)' if stop.is_set() else ''}: {info['scans']} phase scans, "
+        f"{info['lost_events']} lost events; instruments left safe (pumps off, phase shifters "
+        "off, TEC ramped down and off, streams stopped)"
     )
     if args.json:
         print(json.dumps(last.to_dict() if last is not None else None))

@@ -14,6 +14,7 @@ Layout (see ``configs/sim_bench.toml`` for a commented example)::
     [instruments.NAME]           class, model, resource, timeout_s, ramp_step_s,
                                  limits, ramps, safe_start, sim (simulator options)
     [isaqn]                      the ISAQN network (labctl/isaqn_config.py)
+    [entanglement]               the entanglement network (labctl/entangle_config.py)
     [nodes] [channels] [loops] [interlocks] ...   free sections for later stages
 """
 
@@ -28,7 +29,9 @@ from typing import Any
 
 from drivers.registry import INSTRUMENT_CLASSES, driver_class, models_for
 from drivers.sim.bench import parse_port
-from labctl.isaqn_config import IsaqnConfig, IsaqnConfigError, parse_isaqn
+from labctl.config_table import SectionError
+from labctl.entangle_config import EntanglementConfig, parse_entanglement
+from labctl.isaqn_config import IsaqnConfig, parse_isaqn
 
 #: the simulated bench used when no bench file is given
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -112,6 +115,7 @@ class BenchConfig:
     sections: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     isaqn: IsaqnConfig | None = None
+    entanglement: EntanglementConfig | None = None
 
     def by_class(self, instrument_class: str) -> list[InstrumentConfig]:
         return [i for i in self.instruments.values() if i.instrument_class == instrument_class]
@@ -200,7 +204,7 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
     """Validate an already-parsed bench mapping."""
     path = Path(path)
     check = _Checker(path)
-    check.unknown_keys(data, "", {"bench", "instruments", "isaqn", *FREE_SECTIONS})
+    check.unknown_keys(data, "", {"bench", "instruments", "isaqn", "entanglement", *FREE_SECTIONS})
     bench = check.table(data, "bench", required=True)
     check.unknown_keys(bench, "bench", _BENCH_KEYS)
     name = check.string(bench, "bench.name")
@@ -213,13 +217,18 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
     instruments = {
         iname: _parse_instrument(check, iname, table) for iname, table in instruments_table.items()
     }
-    isaqn = None
-    if "isaqn" in data:
-        classes = {n: i.instrument_class for n, i in instruments.items()}
-        try:
+    isaqn = entanglement = None
+    classes = {n: i.instrument_class for n, i in instruments.items()}
+    models = {n: i.model for n, i in instruments.items()}
+    try:
+        if "isaqn" in data:
             isaqn = parse_isaqn(data["isaqn"], classes)
-        except IsaqnConfigError as exc:
-            raise ConfigError(path, exc.key, exc.problem) from None
+        if "entanglement" in data:
+            entanglement = parse_entanglement(data["entanglement"], classes, models)
+    except SectionError as exc:
+        raise ConfigError(path, exc.key, exc.problem) from None
+    if isaqn is not None and entanglement is not None:
+        raise ConfigError(path, "entanglement", "a bench file holds [isaqn] or [entanglement]")
     elements = {isaqn.icr} if isaqn is not None and isaqn.sim is not None else set()
     wiring = check.table(bench, "bench.wiring")
     for dest, src in wiring.items():
@@ -254,6 +263,7 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
         sections=sections,
         raw=dict(data),
         isaqn=isaqn,
+        entanglement=entanglement,
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.live import Live
@@ -205,7 +205,7 @@ class LiveDisplay:
         self._file: TextIO = file if file is not None else self.console.file
         self.plain = (not self.console.is_terminal) if plain is None else plain
         self._live: Live | None = None
-        self.last: NetworkStatus | None = None
+        self.last: Any = None
         self.last_location: EventLocation | None = None
 
     def start(self) -> None:
@@ -213,9 +213,7 @@ class LiveDisplay:
         if self.plain or self._live is not None:
             return
         renderable = (
-            status_renderable(self.last, self.last_location)
-            if self.last is not None
-            else Text("ISAQN: waiting")
+            self._renderable(self.last) if self.last is not None else Text(self.waiting_text)
         )
         self._live = Live(
             renderable,
@@ -242,19 +240,30 @@ class LiveDisplay:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def __call__(self, status: NetworkStatus) -> None:
+    #: shown by the rich display until the first status
+    waiting_text = "ISAQN: waiting"
+
+    def _lines(self, status: Any) -> list[str]:
+        """Plain-text lines of one status (subclasses: other jobs' statuses)."""
+        return format_status_lines(status)
+
+    def _renderable(self, status: Any) -> RenderableType:
+        """Rich renderable of one status."""
+        return status_renderable(status, self.last_location)
+
+    def __call__(self, status: Any) -> None:
         """Show ``status`` (redraw the table, or print its plain-text lines)."""
         self.last = status
-        if status.location is not None:
+        if getattr(status, "location", None) is not None:
             self.last_location = status.location
         if self.plain:
-            self._file.write("\n".join(format_status_lines(status)) + "\n")
+            self._file.write("\n".join(self._lines(status)) + "\n")
             self._file.flush()
             return
         if self._live is None:
             self.start()
         else:
-            self._live.update(status_renderable(status, self.last_location), refresh=True)
+            self._live.update(self._renderable(status), refresh=True)
 
 
 __all__ = [

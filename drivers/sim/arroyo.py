@@ -71,6 +71,11 @@ Condition register (``TEC:COND?``), computed from the state:
 Bits 1, 2, 5, 7 and 12 (voltage limit, sensor limit, shorted sensor, open TEC,
 thermal run-away) are never set. Other simulators read the stage
 temperature through :meth:`SimArroyo5300.temperature_c`.
+
+Simulator options: ``initial_temperature_c`` (default: the bench's ambient) and
+``initial_output`` (default False: the controller starts off). With ``initial_output`` the
+controller already regulates at the initial temperature when the bench starts (setpoint
+there, integral preloaded with the steady-state current), as a TEC left running overnight.
 """
 
 from __future__ import annotations
@@ -161,6 +166,20 @@ class SimArroyo5300(SimInstrument):
         self.sensor_open = False
         self.echo = bool(opts.get("echo", False))
         super().__init__(name, bench, opts)
+        if opts.get("initial_output", False):
+            self._hold_initial_temperature()
+
+    def _hold_initial_temperature(self) -> None:
+        """Start regulating at the initial temperature as if settled long ago: output on,
+        setpoint there, integral preloaded with the steady-state current (option
+        ``initial_output``: a TEC left running before the simulated bench starts)."""
+        self.setpoint_c = self._temp_c
+        self.output = True
+        gain_k_per_a = self.resistance_k_per_w * self.peltier_w_per_a
+        current = (self._temp_c - self.bench.ambient_c) / gain_k_per_a
+        p, i_gain, _ = self.pid
+        self._integral = current / (p * i_gain)
+        self._current_a = current
 
     # -- state ---------------------------------------------------------------
     def reset(self) -> None:

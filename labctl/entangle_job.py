@@ -1,0 +1,337 @@
+"""The entanglement network's main job: pumps on resonance, taggers streaming, live per pair.
+
+Data flows one way: the taggers' :class:`~drivers.tdc.TagBatch` es (instruments) ->
+:class:`~labctl.entangle_stream.TagStream` (relabel, clock alignment of a second free-running
+tagger, merge) -> :class:`~labctl.entangle_monitor.EntanglementMonitor` (dsp coincidence
+engine, Franson scans, BBM92) -> sinks (live display, JSON). The job itself drives the
+actuators: ring TEC, pump lasers and the users' interferometer phase shifters.
+
+Steps of :meth:`EntanglementJob.run`:
+
+1. ring TEC to its setpoint (waits until within 0.01 degC), pumps to their wavelengths and
+   powers with emission on (waits for the diodes), phase shifters to DC 0 V, the channels'
+   inputs enabled and every other input disabled, streams started;
+2. loop: read every tagger, push to the stream, feed the merged tags to the monitor; step the
+   users' phases (:func:`~labctl.entangle_monitor.scan_phases`) every ``step_s`` of data,
+   leaving ``settle_s`` of data out after each change; every ``update_s`` of data emit an
+   :class:`~labctl.entangle_status.EntanglementStatus` with the instruments' state;
+3. on ``duration_s`` of data, ``stop`` (Ctrl-C) or an error: instruments to their safe state
+   (:meth:`labctl.bench.Bench.close`: pumps off, phase shifters off, TEC ramped down and off,
+   streams stopped).
+
+With ``bench.clock = "manual"`` the job moves the simulated clock itself (``tick_s`` per
+read), so tests run it exactly and faster than real time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from drivers.errors import InstrumentError
+from drivers.sim.clock import VirtualClock
+from labctl.bench import Bench
+from labctl.config import BenchConfig
+from labctl.entangle_config import EntanglementConfig
+from labctl.entangle_monitor import EntanglementMonitor, scan_phases
+from labctl.entangle_status import EntanglementStatus, PumpStatus, TecStatus
+from labctl.entangle_stream import TagStream
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+StatusSink = Callable[[EntanglementStatus], None]
+PS_PER_S = 1_000_000_000_000
+#: TEC within this of its setpoint, for this many readings 50 ms apart, before the pumps go on
+TEC_READY_C = 0.01
+TEC_STEADY_READINGS = 20
+
+
+class JobError(RuntimeError):
+    """The job cannot go on (the message names the instrument and what failed)."""
+
+
+class EntanglementJob:
+    """One run of the entanglement network on a connected bench."""
+
+    def __init__(
+        self,
+        bench: Bench,
+        config: BenchConfig,
+        *,
+        progress: Progress | None = None,
+        tick_s: float = 0.05,
+    ) -> None:
+        if config.entanglement is None:
+            raise JobError(f"{config.path}: no [entanglement] section")
+        self.bench = bench
+        self.config = config
+        self.ent: EntanglementConfig = config.entanglement
+        self.progress = progress or (lambda text: None)
+        self.tick_s = tick_s
+        ent = self.ent
+        self.monitor = EntanglementMonitor(ent)
+        self.users = [u.name for u in ent.users]
+        self.stream = TagStream(
+            [(c.tagger, c.input) for c in ent.channels],
+            ent.reference_tagger,
+            sync=self._sync_pair(),
+            max_offset_s=ent.max_clock_offset_s,
+            max_drift_ppm=ent.max_drift_ppm,
+        )
+        self.lost_events = 0
+        self.step = -1
+        self._step_end_ps: int | None = None
+
+    def _sync_pair(self) -> tuple[int, int] | None:
+        """Stream ids of the first cross-tagger link (reference side first), if any."""
+        ent = self.ent
+        if len(ent.taggers) < 2:
+            return None
+        ids = {c.label: k for k, c in enumerate(ent.channels)}
+        for link in ent.links():
+            a, b = ent.channel(link.channel_a), ent.channel(link.channel_b)
+            if a.tagger != b.tagger:
+                ref, oth = (a, b) if a.tagger == ent.reference_tagger else (b, a)
+                return ids[ref.label], ids[oth.label]
+        raise JobError(
+            f"{self.config.path}: entanglement.channels: the two taggers share no correlated "
+            "channel pair, so their clocks cannot be aligned"
+        )
+
+    def _instrument(self, name: str) -> Any:
+        return self.bench.instruments[name]
+
+    def _clock(self) -> VirtualClock | None:
+        host = self.bench.sim_host
+        return None if host is None else host.bench.clock
+
+    def _wait(self, what: str, ready: Callable[[], bool], timeout_s: float) -> None:
+        clock = self._clock()
+        start = time.monotonic()
+        waited = 0.0
+        while not ready():
+            if clock is not None and not clock.realtime:
+                clock.advance(0.05)
+                waited += 0.05
+            else:
+                time.sleep(0.05)
+                waited = time.monotonic() - start
+            if waited > timeout_s:
+                raise JobError(f"{what} not reached within {timeout_s:g} s")
+
+    # -- set-up ------------------------------------------------------------------------------
+    def configure(self) -> None:
+        """TEC, pumps, phase shifters and taggers as the bench file asks, in that order."""
+        ent = self.ent
+        tec = self._instrument(ent.tec)
+        tec.set("setpoint_c", ent.ring_temperature_c)
+        if not tec.get("output"):
+            tec.set("output", True)
+        self.progress(f"{ent.tec}: ring to {ent.ring_temperature_c:.3f} degC")
+        settled: list[float] = []
+
+        def steady() -> bool:  # within TEC_READY_C for TEC_STEADY_READINGS readings in a row
+            settled.append(abs(float(tec.get("temperature_c")) - ent.ring_temperature_c))
+            return len(settled) >= TEC_STEADY_READINGS and all(
+                e < TEC_READY_C for e in settled[-TEC_STEADY_READINGS:]
+            )
+
+        self._wait(
+            f"{ent.tec}: ring temperature steady within {TEC_READY_C} degC of setpoint",
+            steady,
+            180.0,
+        )
+        for pump in ent.pumps:
+            laser = self._instrument(pump.laser)
+            laser.set("wavelength_nm", pump.wavelength_nm)
+            laser.set("power_mw", pump.power_mw)
+            laser.set("emission", True)
+            self.progress(
+                f"{pump.laser}: pump {pump.label} at {pump.wavelength_nm:.4f} nm, "
+                f"{pump.power_mw:g} mW, emission on"
+            )
+        for pump in ent.pumps:
+            laser = self._instrument(pump.laser)
+            self._wait(
+                f"{pump.laser}: power {pump.power_mw} mW",
+                lambda laser=laser, p=pump.power_mw: (
+                    float(laser.get("measured_power_mw")) >= 0.99 * p
+                ),
+                10.0,
+            )
+        self._set_phases(scan_phases(self.users, 0, ent.scan_steps))
+        for u in ent.users:
+            if u.interferometer is not None:
+                awg, ch = u.interferometer
+                self._instrument(awg).set("output", True, ch)
+        for name in ent.taggers:
+            tagger = self._instrument(name)
+            used = {c.input for c in ent.channels if c.tagger == name}
+            for inp in tagger.channels:
+                tagger.set("enabled", inp in used, inp)
+            tagger.start_stream()
+            self.progress(f"{name}: streaming inputs {sorted(used)}")
+
+    def _set_phases(self, phases: dict[str, float]) -> None:
+        """Each user's phase shifter to the DC level of its phase (mod 2 pi)."""
+        for u in self.ent.users:
+            if u.interferometer is None:
+                continue
+            awg_name, ch = u.interferometer
+            awg = self._instrument(awg_name)
+            volts = (phases[u.name] % (2 * math.pi)) / (2 * math.pi) * u.volts_per_2pi
+            if awg.get("function", ch) != "DC":
+                awg.set("function", "DC", ch)
+            awg.set("offset_v", volts, ch, ramp=False)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def read_once(self) -> None:
+        """Read every tagger once and feed what is complete to the monitor."""
+        clock = self._clock()
+        if clock is not None and not clock.realtime:
+            clock.advance(self.tick_s)
+        for name in self.ent.taggers:
+            batch = self._instrument(name).read_tags(1.0)
+            self.lost_events += batch.lost_events
+            self.stream.push(name, batch)
+        chunk = self.stream.pop()
+        if chunk is not None:
+            self.monitor.push(chunk)
+
+    def _scan(self, messages: list[str]) -> None:
+        """Start the next phase step once the current one's data are complete."""
+        mon, ent = self.monitor, self.ent
+        n = ent.scan_steps
+        if mon.horizon_ps is None:
+            return
+        if self._step_end_ps is None:
+            k = 0  # the first step: configure() set its phases
+        else:
+            if mon.horizon_ps < self._step_end_ps:
+                return
+            mon.end_step(self._step_end_ps, last_of_scan=self.step % n == n - 1)
+            k = (self.step + 1) % n
+        phases = scan_phases(self.users, k, n)
+        if self._step_end_ps is not None:
+            self._set_phases(phases)
+        self.step += 1
+        start = self.stream_horizon_ps() + round(ent.settle_s * PS_PER_S)
+        mon.begin_step(start, phases)
+        self._step_end_ps = start + round(ent.step_s * PS_PER_S)
+        if k == 0 and self.step > 0:
+            messages.append(f"phase scan {mon.scans_done + 1} started")
+
+    def stream_horizon_ps(self) -> int:
+        """The latest reference time any tagger has delivered (after the phase command)."""
+        return max(self.monitor.horizon_ps or 0, self.stream.reference_horizon_ps)
+
+    def status(self, messages: Sequence[str] = ()) -> EntanglementStatus:
+        rows, interval = self.monitor.status_rows()
+        clock = self.stream.clock_status()
+        pumps = []
+        for pump in self.ent.pumps:
+            laser = self._instrument(pump.laser)
+            pumps.append(
+                PumpStatus(
+                    name=pump.laser,
+                    label=pump.label,
+                    emission=bool(laser.get("emission")),
+                    wavelength_nm=float(laser.get("wavelength_nm")),
+                    power_mw=float(laser.get("measured_power_mw")),
+                )
+            )
+        tec = self._instrument(self.ent.tec)
+        keys = [r.key_rate_bps for r in rows if math.isfinite(r.key_rate_bps)]
+        return EntanglementStatus(
+            time_s=self.monitor.data_time_s,
+            interval_s=interval,
+            pairs=rows,
+            total_key_rate_bps=float(sum(keys)) if keys else math.nan,
+            pumps=tuple(pumps),
+            tec=TecStatus(
+                name=self.ent.tec,
+                temperature_c=float(tec.get("temperature_c")),
+                setpoint_c=float(tec.get("setpoint_c")),
+                current_a=float(tec.get("tec_current_a")),
+                output=bool(tec.get("output")),
+            ),
+            clock_state=clock.state,
+            clock_offset_ps=clock.offset_ps,
+            clock_drift_ppm=clock.drift_ppm,
+            clock_locked_fraction=clock.locked_fraction,
+            lost_events=self.lost_events,
+            scan_step=max(self.step, 0) % self.ent.scan_steps,
+            messages=tuple(messages),
+        )
+
+    def run(
+        self,
+        *,
+        duration_s: float | None = None,
+        stop: threading.Event | None = None,
+        sinks: Sequence[StatusSink] = (),
+    ) -> EntanglementStatus | None:
+        """Configure and stream until ``duration_s`` of data or ``stop``; the last status."""
+        self.configure()
+        ent = self.ent
+        last: EntanglementStatus | None = None
+        messages: list[str] = []
+        next_update = ent.update_s
+        searching = True
+        while True:
+            self.read_once()
+            if searching and self.monitor.horizon_ps is not None:
+                searching = False
+                clock = self.stream.clock_status()
+                if clock.state == "tracking" and self.stream.coarse is not None:
+                    c = self.stream.coarse
+                    text = (
+                        f"{self.stream.other}: clock found, offset {c.offset_ps * 1e-6:.3f} us, "
+                        f"drift {c.drift_ppm:+.1f} ppm (significance {c.search.significance:.0f})"
+                    )
+                    self.progress(text)
+                    messages.append(text)
+            self._scan(messages)
+            t = self.monitor.data_time_s
+            if self.monitor.horizon_ps is not None and t + 1e-9 >= next_update:
+                next_update += ent.update_s
+                last = self.status(messages)
+                messages = []
+                for sink in sinks:
+                    sink(last)
+            if duration_s is not None and t + 1e-9 >= duration_s:
+                break
+            if stop is not None and stop.is_set():
+                break
+        return last
+
+
+def run_entanglement(
+    config: BenchConfig,
+    *,
+    duration_s: float | None = None,
+    sinks: Sequence[StatusSink] = (),
+    progress: Progress | None = None,
+    clock: VirtualClock | None = None,
+    stop: threading.Event | None = None,
+    job_hook: Callable[[EntanglementJob], None] | None = None,
+) -> tuple[EntanglementStatus | None, dict]:
+    """Connect, run the job, always leave the instruments safe. Returns (last status, info)."""
+    bench = Bench(config, clock=clock)
+    try:
+        bench.connect(progress=progress)
+        bench.apply_safe_start(progress=progress)
+        job = EntanglementJob(bench, config, progress=progress)
+        if job_hook is not None:
+            job_hook(job)
+        last = job.run(duration_s=duration_s, sinks=sinks, stop=stop)
+        return last, {"lost_events": job.lost_events, "scans": job.monitor.scans_done}
+    except InstrumentError as exc:
+        raise JobError(str(exc)) from exc
+    finally:
+        bench.close()
