@@ -284,6 +284,11 @@ def coarse_offset(
     y = np.bincount((ta - (b0 - r)) // w, minlength=n2).astype(np.float64)
     spec = np.conj(sfft.rfft(x, length)) * sfft.rfft(y, length)
     corr = sfft.irfft(spec, length)[: n2 - n1 + 1]
+    return _correlation_peak(corr, r, w, b0, dur)
+
+
+def _correlation_peak(corr: F64, r: int, w: int, b0: int, dur: int) -> CoarseOffset:
+    """The refined peak of a cross-correlation ``c[m]`` (offset = R - m w)."""
     m = int(np.argmax(corr))
     mask = np.ones(corr.size, bool)
     mask[max(0, m - 2) : m + 3] = False
@@ -349,6 +354,19 @@ def coarse_clock(
     tb = b[(b >= b0) & (b < b0 + dur)]
     if tb.size == 0:
         raise ValueError(f"t_b_ps: no B tags in [{b0}, {b0 + dur}) ps")
+    r = int(_positive(max_offset_ps, "max_offset_ps"))
+    n1 = -(-dur // w)
+    n2 = -(-(dur + 2 * r) // w) + 1
+    length = sfft.next_fast_len(n1 + n2, real=True)
+    if length > MAX_FFT_LENGTH:
+        raise ValueError(
+            f"bin_ps: {n1 + n2} bins for duration {dur} ps and max_offset {r} ps at {w} ps "
+            f"exceed {MAX_FFT_LENGTH}; use a coarser bin_ps or a shorter duration_ps"
+        )
+    ta = a[(a >= b0 - r) & (a < b0 + dur + r)]
+    if ta.size == 0:
+        raise ValueError("t_a_ps: no A tags within max_offset_ps of the searched chunk")
+    y_spec = sfft.rfft(np.bincount((ta - (b0 - r)) // w, minlength=n2).astype(np.float64), length)
     step = 2.0 * w / dur
     n_side = math.ceil(dmax / step)
     best: tuple[float, float] | None = None
@@ -357,9 +375,10 @@ def coarse_clock(
         d = k * step
         s = d / (1.0 + d)
         corrected = tb - np.rint(s * (tb - b0).astype(np.float64)).astype(np.int64)
-        found = coarse_offset(
-            a, corrected, max_offset_ps=max_offset_ps, bin_ps=w, start_b_ps=b0, duration_ps=dur
-        )
+        corrected = corrected[(corrected >= b0) & (corrected < b0 + dur)]
+        x = np.bincount((corrected - b0) // w, minlength=n1).astype(np.float64)
+        corr = sfft.irfft(np.conj(sfft.rfft(x, length)) * y_spec, length)[: n2 - n1 + 1]
+        found = _correlation_peak(corr, r, w, b0, dur)
         if best_search is None or found.significance > best_search.significance:
             best, best_search = (found.offset_ps, d), found
     assert best is not None and best_search is not None

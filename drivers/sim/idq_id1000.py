@@ -55,6 +55,34 @@ Options: ``bin_width_ps`` (1), ``counter_bits`` (40: the counter wraps every
 every sent (channels, bins) pair in :attr:`SimIDQID1000.truth`), and for the
 default source ``singles_hz`` (a number or {input: Hz}) and ``pairs`` (a list
 of ``{"channels": [a, b], "rate_hz": ..., "delay_ps": ..., "jitter_ps": ...}``).
+
+Physics source (option ``source``, default none): the name of a bench element
+with ``generate_for(tagger, t0_true_ps, t1_true_ps) -> (inputs, true detection
+times)`` and ``max_latency_ps`` (e.g. :class:`drivers.sim.pairsource.PhotonPairSource`).
+The tagger then uses :class:`BenchElementSource`: it maps each local interval
+[L0, L1) to true time [to_true(L0), to_true(L1)), asks the element for this
+tagger's detections emitted there and maps their times back to local time. The
+element is looked up in ``bench.elements`` when first needed (elements are
+created after the instruments). The holdback then grows to
+1.01 * ``max_latency_ps`` + jitter clip + bin width: a detection may come that
+long after its emission (1 % covers any clock rate error allowed below).
+
+Free-running clock (options ``clock_offset_s``, ``clock_drift_ppm``,
+``clock_drift_rate_ppm_per_s``, all 0 by default: the tagger then runs on bench
+time exactly). With t the true (bench) time in ps, d = drift_ppm * 1e-6 and
+r = drift_rate_ppm_per_s * 1e-6 / 1e12 per ps, the tagger's local time is
+
+    local_ps = offset_ps + t * (1 + d) + r * t^2 / 2
+
+(computed as t + round(offset_ps + d t + r t^2 / 2), exact in int64), whose
+instantaneous rate error is d + r t (:meth:`TaggerClock.drift_ppm`). Everything
+the tagger does with "now" (its time origin, counters, horizon, timestamps)
+is local time: ``now_s()`` returns local seconds. :attr:`SimIDQID1000.tagger_clock`
+is the :class:`TaggerClock`; its ``to_true_ps`` is the exact integer inverse
+(the smallest true ps whose local time is >= the argument, closed-form root
+of the quadratic then an integer correction), and one deterministic function
+maps both ends of consecutive intervals, so the intervals tile true time
+exactly. The local time must stay >= 0 and |d + r t| < 1 % over the run.
 """
 
 from __future__ import annotations
@@ -66,7 +94,7 @@ import struct
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
@@ -202,6 +230,99 @@ class PoissonPairSource:
 
 
 # ---------------------------------------------------------------------------
+# The tagger's own clock, and a source that lives in true (bench) time
+# ---------------------------------------------------------------------------
+MAX_RATE_ERROR = 0.01  # |d + r t| allowed: the holdback covers latencies stretched this much
+
+
+class TaggerClock:
+    """A free-running clock: local ps = offset + t (1 + d) + r t^2 / 2 with t the true ps.
+
+    ``to_local_ps`` and ``to_true_ps`` take and return int (or int64 arrays).
+    """
+
+    def __init__(
+        self, offset_s: float = 0.0, drift_ppm: float = 0.0, drift_rate_ppm_per_s: float = 0.0
+    ) -> None:
+        self.offset_ps = round(offset_s * 1e12)
+        self.d = drift_ppm * 1e-6
+        self.r_per_ps = drift_rate_ppm_per_s * 1e-6 * 1e-12
+        self.drift_ppm0 = drift_ppm
+        self.drift_rate_ppm_per_s = drift_rate_ppm_per_s
+        if abs(self.d) >= MAX_RATE_ERROR:
+            raise ValueError(f"clock drift {drift_ppm} ppm is beyond {MAX_RATE_ERROR * 1e6} ppm")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.offset_ps == 0 and self.d == 0.0 and self.r_per_ps == 0.0
+
+    def drift_ppm(self, true_s: float) -> float:
+        """Instantaneous rate error d + r t of the local clock at true time ``true_s`` (ppm)."""
+        return self.drift_ppm0 + self.drift_rate_ppm_per_s * true_s
+
+    def to_local_ps(self, true_ps: Any) -> Any:
+        t = np.asarray(true_ps, dtype=np.int64)
+        tf = t.astype(np.float64)
+        correction = np.rint(self.offset_ps + self.d * tf + 0.5 * self.r_per_ps * tf * tf)
+        local = t + correction.astype(np.int64)
+        return int(local) if local.ndim == 0 else local
+
+    def to_true_ps(self, local_ps: Any) -> Any:
+        """The smallest true ps whose local time is >= ``local_ps`` (exact inverse)."""
+        target = np.asarray(local_ps, dtype=np.int64)
+        a = (target - self.offset_ps).astype(np.float64)
+        b = 1.0 + self.d
+        if self.r_per_ps == 0.0:
+            guess = a / b
+        else:  # root of r t^2 / 2 + b t - a = 0, in the form without cancellation
+            guess = 2.0 * a / (b + np.sqrt(np.maximum(b * b + 2.0 * self.r_per_ps * a, 0.0)))
+        t = np.floor(guess).astype(np.int64)
+        for _ in range(64):  # the guess is within a fraction of a ps: a step or two at most
+            up = np.asarray(self.to_local_ps(t)) < target
+            down = np.asarray(self.to_local_ps(t - 1)) >= target
+            if not (up.any() or down.any()):
+                break
+            t = t + up.astype(np.int64) - down.astype(np.int64)
+        return int(t) if t.ndim == 0 else t
+
+
+class TrueTimeSource(Protocol):
+    """A bench element that knows every tagger's detections in true (bench) time."""
+
+    @property
+    def max_latency_ps(self) -> int: ...
+
+    def generate_for(
+        self, tagger: str, t0_true_ps: int, t1_true_ps: int
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class BenchElementSource:
+    """EventSource of a tagger fed by a bench element through the tagger's clock.
+
+    Local [t0, t1) -> true [to_true(t0), to_true(t1)); the element returns the
+    detections emitted there (true ps), mapped back to local ps. The element
+    draws its own random numbers (the tagger's rng is not used), so every
+    tagger on the bench sees one realisation.
+    """
+
+    def __init__(self, tagger: SimIDQID1000) -> None:
+        self.tagger = tagger
+
+    def generate(
+        self, t0_ps: int, t1_ps: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        element = self.tagger.source_element(required=True)
+        assert element is not None
+        clock = self.tagger.tagger_clock
+        true0, true1 = clock.to_true_ps(t0_ps), clock.to_true_ps(t1_ps)
+        inputs, times = element.generate_for(self.tagger.name, true0, true1)
+        local = np.asarray(clock.to_local_ps(np.asarray(times, dtype=np.int64)), dtype=np.int64)
+        # a detection comes >= 10 ns after its emission: the clamp only guards rounding
+        return np.asarray(inputs, dtype=np.uint8), np.maximum(local.reshape(-1), t0_ps)
+
+
+# ---------------------------------------------------------------------------
 # The simulator
 # ---------------------------------------------------------------------------
 def _one_arg(args: list[Arg]) -> Arg:
@@ -241,15 +362,28 @@ class SimIDQID1000(SimInstrument):
         if self.bin_width_ps < 1 or not 1 <= self.counter_bits <= 56:
             raise ValueError("bin_width_ps must be >= 1 and counter_bits in 1..56")
         self._jitter_clip_ps = math.ceil(5 * self.tagger_jitter_ps)
-        #: events earlier than now - holdback_ps are final (jitter cannot move later ones there)
-        self.holdback_ps = max(1000, self._jitter_clip_ps + self.bin_width_ps)
-        self.event_source: EventSource = PoissonPairSource.from_options(opts)
+        self._base_holdback_ps = max(1000, self._jitter_clip_ps + self.bin_width_ps)
+        #: the tagger's free-running clock (local time) against the bench's true time
+        self.tagger_clock = TaggerClock(
+            float(opts.get("clock_offset_s", 0.0)),
+            float(opts.get("clock_drift_ppm", 0.0)),
+            float(opts.get("clock_drift_rate_ppm_per_s", 0.0)),
+        )
+        self.bench = bench  # (also set by SimInstrument.__init__; needed by _now_ps below)
+        self.source_name: str | None = opts.get("source")
+        self._source: TrueTimeSource | None = None
+        self._source_holdback_ps: int | None = None
+        self.event_source: EventSource = (
+            BenchElementSource(self)
+            if self.source_name is not None
+            else PoissonPairSource.from_options(opts)
+        )
         self.rng = bench.rng.spawn(1)[0]
         self.truth: list[tuple[np.ndarray, np.ndarray]] | None = (
             [] if opts.get("keep_truth") else None
         )
         # pipeline state (physics, not settings: *RST keeps it)
-        start_ps = self._ps(bench.clock.now_s())
+        start_ps = self._now_ps()
         self._gen_until_ps = start_ps
         self._released_until_bins = max(0, start_ps - self.holdback_ps) // self.bin_width_ps
         self._pending_bins = np.zeros(0, dtype=np.int64)
@@ -278,6 +412,49 @@ class SimIDQID1000(SimInstrument):
     @staticmethod
     def _ps(seconds: float) -> int:
         return round(seconds * 1e12)
+
+    # -- time ----------------------------------------------------------------------
+    def _now_ps(self) -> int:
+        """The tagger's local time now (int ps)."""
+        true_ps = self._ps(self.bench.clock.now_s())
+        if self.tagger_clock.is_identity:
+            return true_ps
+        return self.tagger_clock.to_local_ps(true_ps)
+
+    def now_s(self) -> float:
+        """The tagger's local time now (its free-running clock, see the module docstring)."""
+        return self._now_ps() * 1e-12
+
+    def source_element(self, *, required: bool = False) -> TrueTimeSource | None:
+        """The bench element named by the ``source`` option (looked up when first found)."""
+        if self._source is None and self.source_name is not None:
+            element = self.bench.elements.get(self.source_name)
+            if element is None:
+                if required:
+                    raise KeyError(
+                        f"{self.name}: source {self.source_name!r} is not a bench element "
+                        f"(elements: {sorted(self.bench.elements)})"
+                    )
+                return None
+            self._source = cast("TrueTimeSource", element)
+        return self._source
+
+    @property
+    def holdback_ps(self) -> int:
+        """Events earlier than now - holdback_ps are final: nothing generated later lands there.
+
+        Without a physics source: the tagger jitter's clip plus a bin (at least 1 ns). With
+        one: also the longest emission-to-detection delay of the source (stretched by 1 %).
+        """
+        if self._source_holdback_ps is None:
+            element = self.source_element()
+            if element is None:
+                return self._base_holdback_ps
+            latency = math.ceil(element.max_latency_ps * (1 + MAX_RATE_ERROR))
+            self._source_holdback_ps = max(
+                self._base_holdback_ps, latency + self._jitter_clip_ps + self.bin_width_ps
+            )
+        return self._source_holdback_ps
 
     # -- settings ----------------------------------------------------------------
     def reset(self) -> None:
@@ -418,7 +595,7 @@ class SimIDQID1000(SimInstrument):
 
     def _catch_up(self) -> None:
         """Generate and tag events up to the clock's now; release the final ones."""
-        now_ps = self._ps(self.now_s())
+        now_ps = self._now_ps()
         t0 = self._gen_until_ps
         if now_ps <= t0:
             return

@@ -1,0 +1,475 @@
+"""Photon-pair source twin behind two simulated ID1000 taggers, read through the real driver.
+
+Every test streams over the real data socket (or reads the counters over the control link)
+with a manual clock, and checks the physics against closed forms: the Lorentzian ring
+coupling, SFWM pair rates, singles, Franson interference, dead time, dark counts, the
+taggers' free-running clocks and the source's truth log.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from drivers.registry import driver_class
+from drivers.sim.clock import VirtualClock
+from drivers.sim.host import SimHost, SimSpec
+from drivers.sim.pairsource import (
+    CONSTANT_LATENCY_PS,
+    SPEED_OF_LIGHT_M_S,
+    ChannelPhysics,
+    PairSourcePhysics,
+    PhotonPairSource,
+    PumpPhysics,
+    UserPhysics,
+)
+from drivers.tdc import TagBatch
+
+T_REF_C = 25.0
+LINEWIDTH_HZ = 200e6
+RAD_PER_V = math.pi / 2  # u0's phase shifter: 2 V = pi
+ETA = 0.025 * 0.7  # transmission * detector efficiency of every channel
+DEAD_PS = 50_000
+DARK_HZ = 100.0
+NOISE_HZ_PER_MW = 2000.0
+TDC2_CLOCK = {"clock_offset_s": 0.05, "clock_drift_ppm": 15.0, "clock_drift_rate_ppm_per_s": 0.3}
+
+
+def channel(label: int, user: str, tagger: str, inp: int, fibre_m: float, latency_ps: float):
+    return ChannelPhysics(
+        label=label,
+        user=user,
+        tagger=tagger,
+        input=inp,
+        transmission=0.025,
+        fibre_m=fibre_m,
+        detector_efficiency=0.7,
+        dark_hz=DARK_HZ,
+        jitter_ps=25.0,
+        dead_time_ps=DEAD_PS,
+        noise_hz_per_mw=NOISE_HZ_PER_MW,
+        latency_ps=latency_ps,
+    )
+
+
+PHYSICS = PairSourcePhysics(
+    pumps=(PumpPhysics(0, "laser0", 1550.12), PumpPhysics(10, "laser10", 1540.56)),
+    tec="tec1",
+    channels=(
+        channel(4, "u0", "tdc1", 1, 5.0, 1200.0),
+        channel(6, "u1", "tdc1", 2, 7.5, 300.0),
+        channel(24, "u1", "tdc1", 3, 7.5, 0.0),
+        channel(-4, "u2", "tdc2", 1, 12.0, 2500.0),
+        channel(14, "u3", "tdc2", 2, 3.0, 0.0),
+        channel(16, "u3", "tdc2", 3, 3.0, 700.0),
+    ),
+    users=(
+        UserPhysics("u0", ("awg1", 1), RAD_PER_V, 0.0, 0.0),
+        UserPhysics("u1", None, 0.0, 0.0, 0.0),
+        UserPhysics("u2", None, 0.0, 0.0, 0.0),
+        UserPhysics("u3", None, 0.0, 0.0, 0.0),
+    ),
+    reference_temperature_c=T_REF_C,
+    linewidth_hz=LINEWIDTH_HZ,
+)
+
+
+def resonance_m(nm: float) -> float:
+    return nm * 1e-9
+
+
+class Bench:
+    """Two lasers, a TEC, an AWG, two taggers and the source; drivers for the taggers."""
+
+    def __init__(self, physics: PairSourcePhysics, *, keep_truth: bool = False, seed: int = 7):
+        self.clock = VirtualClock(realtime=False)
+        tdc = {"source": "pairs", "bin_width_ps": 1, "buffer_s": 1.0}
+        specs = [
+            SimSpec("laser0", "santec_tsl570"),
+            SimSpec("laser10", "santec_tsl570"),
+            SimSpec("tec1", "arroyo_5300", {"initial_temperature_c": T_REF_C}),
+            SimSpec("awg1", "keysight_33500b"),
+            SimSpec("tdc1", "idq_id1000", tdc),
+            SimSpec("tdc2", "idq_id1000", {**tdc, **TDC2_CLOCK}),
+        ]
+        self.host = SimHost(
+            specs,
+            clock=self.clock,
+            seed=seed,
+            ambient_c=T_REF_C,  # the TEC stage sits at the reference temperature
+            elements=[
+                lambda bench: PhotonPairSource("pairs", bench, physics, keep_truth=keep_truth)
+            ],
+        )
+        self.host.start()
+        self.source: PhotonPairSource = self.host.bench.elements["pairs"]  # type: ignore[assignment]
+        self.sims = self.host.sims
+        self.taggers = {}
+        for name in ("tdc1", "tdc2"):
+            tagger = driver_class("idq_id1000")(name, self.host.resources[name], timeout_s=2.0)
+            tagger.connect()
+            self.taggers[name] = tagger
+        awg = driver_class("keysight_33500b")("awg1", self.host.resources["awg1"], timeout_s=2.0)
+        awg.connect()
+        awg.function[1] = "DC"
+        awg.output[1] = True
+        self.awg = awg
+
+    def lasers_on(self, *, settle_s: float = 1.0) -> None:
+        """Both pumps on their resonances at 1 mW; wait for the diode turn-on."""
+        for pump in PHYSICS.pumps:
+            laser = self.sims[pump.laser]
+            laser.wavelength_m = resonance_m(pump.resonance_nm)
+            laser.process(b":POW:STAT 1")
+        self.clock.advance(settle_s)
+
+    def set_phase_sum(self, phi_rad: float) -> None:
+        """phi_u0 through the AWG DC offset (u1..u3 sit at 0)."""
+        self.awg.offset_v[1] = phi_rad / RAD_PER_V
+
+    def local_now_ps(self, name: str) -> int:
+        sim = self.sims[name]
+        return sim.tagger_clock.to_local_ps(round(self.clock.now_s() * 1e12))
+
+    def stream(self, seconds: float, names=("tdc1", "tdc2"), step_s: float = 0.05):
+        """Advance in steps and read every final tag of each named tagger."""
+        batches: dict[str, list[TagBatch]] = {name: [] for name in names}
+        for _ in range(round(seconds / step_s)):
+            self.clock.advance(step_s)
+            for name in names:
+                until = self.local_now_ps(name) - self.sims[name].holdback_ps
+                batches[name].append(self.taggers[name].read_tags(10.0, until_ps=until))
+        return {name: TagBatch.concatenate(b) for name, b in batches.items()}
+
+    def settle(self, names=("tdc1", "tdc2")) -> None:
+        """Let a change reach the generated blocks: read past two blocks and forget it."""
+        self.stream(2 * PHYSICS.block_s + 0.01, names, step_s=0.01)
+
+    def close(self) -> None:
+        for tagger in self.taggers.values():
+            tagger.close(safe=False)
+        self.awg.close(safe=False)
+        self.host.stop()
+
+
+@pytest.fixture
+def make_bench() -> Iterator:
+    benches: list[Bench] = []
+
+    def make(physics: PairSourcePhysics = PHYSICS, **kwargs) -> Bench:
+        bench = Bench(physics, **kwargs)
+        benches.append(bench)
+        return bench
+
+    yield make
+    for bench in benches:
+        bench.close()
+
+
+def lorentzian(detuning_hz: float) -> float:
+    return 1.0 / (1.0 + (2.0 * detuning_hz / LINEWIDTH_HZ) ** 2)
+
+
+def within(observed: float, expected: float, sigmas: float = 5.0, extra: float = 0.0) -> bool:
+    return abs(observed - expected) <= sigmas * math.sqrt(max(expected, 1.0)) + extra
+
+
+def registered(rate_hz: float) -> float:
+    """Non-paralysable dead time: registered rate of a Poisson stream."""
+    return rate_hz / (1.0 + rate_hz * DEAD_PS * 1e-12)
+
+
+def coincidences(ta: np.ndarray, tb: np.ndarray, center_ps: float, half_ps: float) -> int:
+    """Number of (a, b) with t_b - t_a in [center - half, center + half)."""
+    hi = np.searchsorted(tb, ta + round(center_ps + half_ps))
+    lo = np.searchsorted(tb, ta + round(center_ps - half_ps))
+    return int(np.sum(hi - lo))
+
+
+def matched_offsets(ta: np.ndarray, tb: np.ndarray, center_ps: float, half_ps: float):
+    lo = np.searchsorted(tb, ta + round(center_ps - half_ps))
+    hi = np.searchsorted(tb, ta + round(center_ps + half_ps))
+    ok = hi > lo
+    return tb[lo[ok]] - ta[ok]
+
+
+# ---------------------------------------------------------------------------------------------
+def test_pair_rate_follows_the_lorentzian_pump_detuning(make_bench):
+    bench = make_bench()
+    bench.lasers_on()
+    src = bench.source
+    full_deg, full_nd = PHYSICS.degenerate_hz_per_mw2, PHYSICS.nondegenerate_hz_per_mw2
+    assert src.pump_power_in_ring_mw(0) == pytest.approx(1.0, rel=1e-4)
+    assert abs(src.ring_detuning_hz(0)) < 1.0 and abs(src.ring_detuning_hz(10)) < 1.0
+    assert src.pair_rate_hz(-4, 4) == pytest.approx(full_deg, rel=1e-4)
+    assert src.pair_rate_hz(6, 4) == pytest.approx(full_nd, rel=1e-4)  # order does not matter
+    assert src.pair_rate_hz(4, 24) == 0.0  # 28: not a process
+
+    # detune pump 0 by half a linewidth (blue): a quarter of its degenerate pairs, half the
+    # non-degenerate ones; pump 10's degenerate process is untouched
+    nu0 = SPEED_OF_LIGHT_M_S / resonance_m(1550.12)
+    bench.sims["laser0"].wavelength_m = SPEED_OF_LIGHT_M_S / (nu0 + LINEWIDTH_HZ / 2)
+    assert src.ring_detuning_hz(0) == pytest.approx(LINEWIDTH_HZ / 2, rel=1e-6)
+    assert src.pump_power_in_ring_mw(0) == pytest.approx(0.5, rel=1e-4)
+    assert src.pair_rate_hz(-4, 4) == pytest.approx(full_deg / 4, rel=1e-4)
+    assert src.pair_rate_hz(4, 6) == pytest.approx(full_nd / 2, rel=1e-4)
+    assert src.pair_rate_hz(4, 16) == pytest.approx(full_deg, rel=1e-4)
+    # any detuning: the closed form
+    for detuning in (-3e8, -5e7, 2.5e7, 1e9):
+        bench.sims["laser0"].wavelength_m = SPEED_OF_LIGHT_M_S / (nu0 + detuning)
+        expected = full_deg * lorentzian(detuning) ** 2
+        assert src.pair_rate_hz(-4, 4) == pytest.approx(expected, rel=1e-4)
+
+    # the generated events follow: channel -4 (pairs of sum 0, 10, 20) counted over the
+    # control link at detuning linewidth / 2
+    bench.sims["laser0"].wavelength_m = SPEED_OF_LIGHT_M_S / (nu0 + LINEWIDTH_HZ / 2)
+    tdc2 = bench.taggers["tdc2"]
+    tdc2.counter_window_ms[1] = 200
+    bench.clock.advance(0.45)  # windows [.., 0.2 s) and [0.2 s, 0.4 s) of local time complete
+    expected_hz = registered(src.expected_singles_hz(-4))
+    pairs_hz = (full_deg / 4 + full_deg + full_nd / 2) / 2 * ETA
+    assert expected_hz == pytest.approx(registered(pairs_hz + NOISE_HZ_PER_MW * 1.5 + DARK_HZ))
+    assert within(tdc2.counts[1], expected_hz * 0.2)
+
+
+def test_pair_rate_follows_the_ring_temperature(make_bench):
+    bench = make_bench()
+    bench.lasers_on()
+    src = bench.source
+    full_deg, full_nd = PHYSICS.degenerate_hz_per_mw2, PHYSICS.nondegenerate_hz_per_mw2
+    # warm the room (the TEC output is off: the stage follows it with tau = 10 s)
+    d_t = 0.04
+    bench.host.bench.ambient_c = T_REF_C + d_t
+    bench.clock.advance(400.0)
+    temperature = bench.sims["tec1"].temperature_c()
+    assert temperature == pytest.approx(T_REF_C + d_t, abs=1e-9)
+    shift_hz = PHYSICS.thermo_optic_hz_per_k * (temperature - T_REF_C)  # -100 MHz
+    assert shift_hz == pytest.approx(-LINEWIDTH_HZ / 2, rel=1e-6)
+    for label in (0, 10):  # both resonances moved away from the (fixed) lasers
+        assert src.ring_detuning_hz(label) == pytest.approx(-shift_hz, rel=1e-6)
+    assert src.pair_rate_hz(-4, 4) == pytest.approx(full_deg / 4, rel=1e-4)
+    assert src.pair_rate_hz(4, 16) == pytest.approx(full_deg / 4, rel=1e-4)
+    assert src.pair_rate_hz(4, 6) == pytest.approx(full_nd / 4, rel=1e-4)
+    # pump 0 follows its resonance: full again; the non-degenerate process recovers half
+    laser0 = bench.sims["laser0"]
+    laser0.wavelength_m = SPEED_OF_LIGHT_M_S / (SPEED_OF_LIGHT_M_S / laser0.wavelength_m + shift_hz)
+    assert abs(src.ring_detuning_hz(0)) < 1e3
+    assert src.pair_rate_hz(-4, 4) == pytest.approx(full_deg, rel=1e-4)
+    assert src.pair_rate_hz(4, 6) == pytest.approx(full_nd / 2, rel=1e-4)
+
+
+def test_singles_over_the_data_socket_and_dead_time(make_bench):
+    bench = make_bench()
+    bench.lasers_on()
+    for tagger in bench.taggers.values():
+        tagger.start_stream()
+    bench.settle()
+    start = {name: bench.local_now_ps(name) for name in bench.taggers}
+    tags = bench.stream(1.0)
+    labels = {("tdc1", 1): 4, ("tdc1", 2): 6, ("tdc1", 3): 24}
+    labels |= {("tdc2", 1): -4, ("tdc2", 2): 14, ("tdc2", 3): 16}
+    for (name, inp), label in labels.items():
+        batch = tags[name]
+        times = batch.times_ps(inp)
+        times = times[times >= start[name]]
+        span_s = (batch.horizon_ps - start[name]) * 1e-12
+        expected_hz = bench.source.expected_singles_hz(label)
+        assert 50e3 < expected_hz < 150e3  # physics.md: 50-150 kHz per channel at ~1 mW
+        expected = registered(expected_hz) * span_s
+        assert within(times.size, expected), (label, times.size, expected)
+        # dead time, from the stream: the tagger's jitter (5 sigma clip) and bins only
+        gaps = np.diff(times)
+        slack = 2 * math.ceil(5 * bench.sims[name].tagger_jitter_ps) + 2
+        assert gaps.min() >= DEAD_PS - slack
+        assert gaps.min() < DEAD_PS + 5_000  # the dead time does bite
+    assert tags["tdc1"].times_ps(4).size == 0 and tags["tdc1"].lost_events == 0
+
+
+def test_dark_counts_only_with_the_lasers_off(make_bench):
+    bench = make_bench()  # lasers never switched on
+    for tagger in bench.taggers.values():
+        tagger.start_stream()
+    bench.settle()
+    start = {name: bench.local_now_ps(name) for name in bench.taggers}
+    tags = bench.stream(4.0, step_s=0.2)
+    for name in ("tdc1", "tdc2"):
+        span_s = (tags[name].horizon_ps - start[name]) * 1e-12
+        for inp in (1, 2, 3):
+            times = tags[name].times_ps(inp)
+            n = int(np.count_nonzero(times >= start[name]))
+            assert within(n, DARK_HZ * span_s), (name, inp, n)
+        assert tags[name].times_ps(4).size == 0  # nothing on the unused input
+    assert bench.source.expected_singles_hz(4) == DARK_HZ
+
+
+def test_franson_peaks_and_interference_on_one_tagger(make_bench):
+    bench = make_bench()
+    bench.lasers_on()
+    src = bench.source
+    tdc1 = bench.taggers["tdc1"]
+    tdc1.start_stream()
+    center = src.channel_latency_ps(6) - src.channel_latency_ps(4)
+    delay = PHYSICS.interferometer_delay_ps
+    half = 150.0
+    rate_both = src.pair_rate_hz(4, 6) * ETA * ETA
+    vis = PHYSICS.franson_visibility
+
+    def measure(phi: float, seconds: float):
+        bench.set_phase_sum(phi)
+        bench.settle(("tdc1",))
+        assert src.user_phase_rad("u0", bench.clock.now_s() + 0.005) == pytest.approx(phi)
+        start = bench.local_now_ps("tdc1")
+        tags = bench.stream(seconds, ("tdc1",))["tdc1"]
+        t4, t6 = tags.times_ps(1), tags.times_ps(2)
+        t4, t6 = t4[t4 >= start], t6[t6 >= start]
+        span_s = (tags.horizon_ps - start) * 1e-12
+        accidental = t4.size * t6.size / span_s * 2 * half * 1e-12
+        return t4, t6, span_s, accidental
+
+    # phase sum pi/2 (cos = 0): the central peak is twice each side peak, as on average
+    t4, t6, span_s, acc = measure(math.pi / 2, 1.5)
+    central = coincidences(t4, t6, center, half)
+    early, late = (coincidences(t4, t6, center + s * delay, half) for s in (-1, 1))
+    assert within(central, rate_both / 8 * span_s + acc)
+    for side in (early, late):
+        assert within(side, rate_both / 16 * span_s + acc)
+    offsets = matched_offsets(t4, t6, center, half)
+    assert abs(np.median(offsets) - center) <= 3.0  # at latency(6) - latency(4)
+    assert 30 <= np.std(offsets) <= 45  # 2 x 25 ps SNSPD + 2 x 3 ps tagger jitter: 36 ps
+    assert coincidences(t4, t6, center + 5 * delay, half) <= acc + 5 * math.sqrt(acc + 1)
+
+    # 1 + V cos(phi): phi = 0 and phi = pi, accidentals included
+    counts = {}
+    for phi in (0.0, math.pi):
+        t4, t6, span_s, acc = measure(phi, 1.5)
+        counts[phi] = coincidences(t4, t6, center, half)
+        expected = rate_both * (1 + vis * math.cos(phi)) / 8 * span_s + acc
+        assert within(counts[phi], expected), (phi, counts[phi], expected)
+        side = coincidences(t4, t6, center + delay, half)
+        assert within(side, rate_both / 16 * span_s + acc)  # side peaks do not interfere
+    raw_visibility = (counts[0.0] - counts[math.pi]) / (counts[0.0] + counts[math.pi])
+    assert 0.93 < raw_visibility < 0.99
+
+
+def test_tagger_clock_is_exactly_invertible():
+    from drivers.sim.idq_id1000 import TaggerClock
+
+    clock = TaggerClock(**{k.removeprefix("clock_"): v for k, v in TDC2_CLOCK.items()})
+    rng = np.random.default_rng(3)
+    true_ps = np.sort(rng.integers(0, 10**14, 200_000))  # 100 s
+    local = clock.to_local_ps(true_ps)
+    assert np.all(np.diff(local) >= 0)
+    assert np.max(np.abs(clock.to_true_ps(local) - true_ps)) <= 1
+    back = clock.to_true_ps(local)
+    assert np.all(clock.to_local_ps(back) >= local) and np.all(clock.to_local_ps(back - 1) < local)
+    t = 10**14
+    d, r = 15e-6, 0.3e-6 * 1e-12
+    assert clock.to_local_ps(t) == pytest.approx(0.05e12 + t * (1 + d) + 0.5 * r * t * t, abs=1)
+    assert clock.drift_ppm(100.0) == pytest.approx(15.0 + 0.3 * 100)
+    assert isinstance(clock.to_true_ps(12345), int)
+    assert TaggerClock().to_local_ps(987654321) == 987654321
+
+
+def test_two_taggers_drifting_clocks_and_the_truth_log(make_bench):
+    physics = replace(
+        PHYSICS, users=(*PHYSICS.users[:3], replace(PHYSICS.users[3], drift_rad2_per_s=0.5))
+    )
+    bench = make_bench(physics, keep_truth=True)
+    bench.lasers_on()
+    src = bench.source
+    clock2 = bench.sims["tdc2"].tagger_clock
+    for tagger in bench.taggers.values():
+        tagger.start_stream()
+    bench.settle()
+    start_true_ps = round(bench.clock.now_s() * 1e12) + 10**6
+    tags = bench.stream(1.5)
+    end_true_ps = min(tags["tdc1"].horizon_ps, clock2.to_true_ps(tags["tdc2"].horizon_ps))
+    end_true_ps -= 10**6
+    assert bench.sims["tdc1"].tagger_clock.is_identity  # tdc1 runs on true time
+
+    def true_times(name: str, inp: int) -> np.ndarray:
+        times = tags[name].times_ps(inp)
+        if name == "tdc2":
+            times = clock2.to_true_ps(times)
+        return times[(times >= start_true_ps) & (times < end_true_ps)]
+
+    # cross-tagger pair (4, -4): the tdc2 times mapped back put the peak at the latencies
+    t4, tm4 = true_times("tdc1", 1), true_times("tdc2", 1)
+    center = src.channel_latency_ps(-4) - src.channel_latency_ps(4)
+    offsets = matched_offsets(t4, tm4, center, 150)
+    span_s = (end_true_ps - start_true_ps) * 1e-12
+    rate_central = src.pair_rate_hz(4, -4) * ETA * ETA * (1 + PHYSICS.franson_visibility) / 8
+    assert within(offsets.size, rate_central * span_s)
+    assert abs(np.median(offsets) - center) <= 3.0
+    # unmapped, tdc2's local times are 50 ms plus the drift away: accidentals only there
+    raw = tags["tdc2"].times_ps(1)
+    acc = t4.size * tm4.size / span_s * 300e-12
+    assert coincidences(t4, raw, center, 150) <= acc + 5 * math.sqrt(acc) < 0.1 * offsets.size
+
+    # truth: singles registered per channel = what each stream shows (emission span shifted
+    # by the channel latency; the long arm and jitter can move an edge event only)
+    labels = {4: ("tdc1", 1), 6: ("tdc1", 2), 24: ("tdc1", 3)}
+    labels |= {-4: ("tdc2", 1), 14: ("tdc2", 2), 16: ("tdc2", 3)}
+    for label, (name, inp) in labels.items():
+        lat_s = src.channel_latency_ps(label) * 1e-12
+        truth = src.truth_singles(label, start_true_ps * 1e-12 - lat_s, end_true_ps * 1e-12 - lat_s)
+        assert abs(truth - true_times(name, inp).size) <= 2, label
+
+    # truth pairs: every pair with both photons registered is in the streams, both taggers'
+    # and one tagger's; the streams add only accidentals
+    t0_s = start_true_ps * 1e-12 - src.channel_latency_ps(4) * 1e-12
+    t1_s = end_true_ps * 1e-12 - src.channel_latency_ps(4) * 1e-12
+    for x, y, tx, ty in ((4, -4, t4, tm4), (4, 6, t4, true_times("tdc1", 2))):
+        dt = src.truth_pair_dt_ps(x, y, t0_s, t1_s)
+        assert np.array_equal(-src.truth_pair_dt_ps(y, x, t0_s, t1_s), dt)
+        center = src.channel_latency_ps(y) - src.channel_latency_ps(x)
+        for shift in (-PHYSICS.interferometer_delay_ps, 0.0, PHYSICS.interferometer_delay_ps):
+            lo, hi = center + shift - 150, center + shift + 150
+            n_truth = int(np.count_nonzero((dt >= lo) & (dt < hi)))
+            n_stream = coincidences(tx, ty, center + shift, 150)
+            acc = tx.size * ty.size / span_s * 300e-12
+            assert n_truth > 50
+            assert -3 <= n_stream - n_truth <= acc + 5 * math.sqrt(acc) + 3, (x, y, shift)
+        # every class, both at port "+": R eta^2 (2 + V cos(phi)) / 8 (phi = 0 here), less
+        # the dead time's small loss
+        expected = src.pair_rate_hz(x, y) * ETA**2 * (2 + PHYSICS.franson_visibility) / 8
+        assert within(dt.size, registered(expected) * span_s * (1 - 2 * 110e3 * DEAD_PS * 1e-12))
+
+
+def test_the_realisation_is_deterministic(make_bench):
+    bench = make_bench()
+    bench.lasers_on()
+    src = bench.source
+    t0 = round(bench.clock.now_s() * 1e12)
+    t1 = t0 + 35 * 10**9  # 35 ms: four blocks, cut anywhere
+    whole = src.generate_for("tdc1", t0, t1)
+    cuts = [t0, t0 + 1, t0 + 7_777_777_777, t0 + 20 * 10**9, t1]
+    parts = [src.generate_for("tdc1", a, b) for a, b in itertools.pairwise(cuts)]
+    joined = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    for got in (joined, src.generate_for("tdc1", t0, t1)):
+        order_a, order_b = np.argsort(whole[1], kind="stable"), np.argsort(got[1], kind="stable")
+        assert np.array_equal(whole[1][order_a], got[1][order_b])
+        assert np.array_equal(whole[0][order_a], got[0][order_b])
+    assert whole[0].dtype == np.uint8 and whole[1].dtype == np.int64
+    assert set(whole[0].tolist()) == {1, 2, 3}
+    assert src.max_latency_ps > max(src.channel_latency_ps(c.label) for c in PHYSICS.channels)
+    # a second source of the same name on the same bench draws the same realisation
+    twin = PhotonPairSource("pairs", bench.host.bench, PHYSICS)
+    again = twin.generate_for("tdc1", t0, t1)
+    assert np.array_equal(np.sort(again[1]), np.sort(whole[1]))
+    # a different name is a different realisation
+    other = PhotonPairSource("other", bench.host.bench, PHYSICS).generate_for("tdc1", t0, t1)
+    assert not np.array_equal(np.sort(other[1])[:100], np.sort(whole[1])[:100])
+    # blocks evicted from the cache are regenerated with the conditions they were first
+    # generated with, not today's: detune pump 0, push the first blocks out, ask again
+    bench.sims["laser0"].wavelength_m *= 1.000001
+    twin.generate_for("tdc1", t1, t1 + 3 * 10**12)  # 300 more blocks: beyond the LRU cache
+    regenerated = twin.generate_for("tdc1", t0, t1)
+    assert np.array_equal(np.sort(regenerated[1]), np.sort(whole[1]))
+    # every detection comes at least the constant latency after the start
+    assert whole[1].min() >= t0 + CONSTANT_LATENCY_PS - 5 * 25
