@@ -229,6 +229,8 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
         raise ConfigError(path, exc.key, exc.problem) from None
     if isaqn is not None and entanglement is not None:
         raise ConfigError(path, "entanglement", "a bench file holds [isaqn] or [entanglement]")
+    if entanglement is not None:
+        _check_entanglement_limits(path, entanglement, instruments)
     elements = {isaqn.icr} if isaqn is not None and isaqn.sim is not None else set()
     wiring = check.table(bench, "bench.wiring")
     for dest, src in wiring.items():
@@ -265,6 +267,26 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
         isaqn=isaqn,
         entanglement=entanglement,
     )
+
+
+def _check_entanglement_limits(
+    path: Path, ent: EntanglementConfig, instruments: Mapping[str, InstrumentConfig]
+) -> None:
+    """Pump settings and the ring temperature must lie within their instruments' limits."""
+    wanted = [
+        (f"entanglement.pumps[{k}].{key}", pump.laser, key, value)
+        for k, pump in enumerate(ent.pumps)
+        for key, value in (("wavelength_nm", pump.wavelength_nm), ("power_mw", pump.power_mw))
+    ]
+    wanted.append(
+        ("entanglement.ring_temperature_c", ent.tec, "setpoint_c", ent.ring_temperature_c)
+    )
+    for key, name, setting, value in wanted:
+        limits = instruments[name].limits.get(setting)
+        if limits is not None and not limits[0] <= value <= limits[1]:
+            raise ConfigError(
+                path, key, f"got {value:g}, outside {name}'s limits.{setting} {list(limits)}"
+            )
 
 
 def _parse_instrument(check: _Checker, name: str, table: Any) -> InstrumentConfig:

@@ -22,10 +22,12 @@ anything connects; errors name the key.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from drivers.registry import driver_class
 from drivers.sim.bench import parse_port
 from drivers.sim.pairsource import ChannelPhysics, PairSourcePhysics, PumpPhysics, UserPhysics
 from dsp.entanglement import pair_process
@@ -237,7 +239,7 @@ def parse_entanglement(
         ut = Table(raw, f"{p}.users.{name}", _USER_KEYS)
         port = None
         if "interferometer" in ut.data:
-            port = _awg_port(ut, "interferometer", classes)
+            port = _awg_port(ut, "interferometer", classes, models)
         users.append(UserConfig(name, port, ut.positive("volts_per_2pi", 1.0)))
     ports = [u.interferometer for u in users if u.interferometer is not None]
     if len(set(ports)) != len(ports):
@@ -315,7 +317,7 @@ def parse_entanglement(
     return config
 
 
-def _awg_port(t: Table, key: str, classes: Mapping[str, str]) -> Port:
+def _awg_port(t: Table, key: str, classes: Mapping[str, str], models: Mapping[str, str]) -> Port:
     value = t.string(key)
     try:
         name, channel = parse_port(value)
@@ -323,6 +325,9 @@ def _awg_port(t: Table, key: str, classes: Mapping[str, str]) -> Port:
         raise SectionError(t.key(key), f'got {value!r}, expected "AWG:CHANNEL"') from None
     if classes.get(name) != "awg":
         raise SectionError(t.key(key), f"got {value!r}: {name!r} is not a declared awg")
+    channels = tuple(getattr(driver_class(models[name]), "channels", ()))
+    if channels and channel not in channels:
+        raise SectionError(t.key(key), f"got {value!r}: {name} has channels {channels}")
     return name, channel
 
 
@@ -366,7 +371,10 @@ def _with_sim(config: EntanglementConfig, data: Any) -> EntanglementConfig:
     if not (
         isinstance(resonance, list)
         and len(resonance) == 2
-        and all(isinstance(v, int | float) and v > 0 for v in resonance)
+        and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            for v in resonance
+        )
     ):
         raise SectionError(s.key("resonance_nm"), f"got {resonance!r}, expected [nm, nm]")
     overrides: dict[int, Table] = {}
@@ -375,6 +383,8 @@ def _with_sim(config: EntanglementConfig, data: Any) -> EntanglementConfig:
         label = _label(ct)
         if label not in {c.label for c in config.channels}:
             raise SectionError(ct.key("label"), f"{label} is not in entanglement.channels")
+        if label in overrides:
+            raise SectionError(ct.key("label"), f"channel {label} is overridden twice")
         overrides[label] = ct
     channels = []
     for c in config.channels:

@@ -58,15 +58,15 @@ def format_header_line(status: EntanglementStatus) -> str:
 
 def format_instrument_line(status: EntanglementStatus) -> str:
     parts = [
-        f"{p.name} (pump {p.label}) {'on' if p.emission else 'off'} {p.wavelength_nm:.4f} nm "
-        f"{p.power_mw:.3f} mW"
+        f"{p.name} (pump {p.label}) {'on' if p.emission else 'off'} "
+        f"{_num(p.wavelength_nm, '.4f')} nm {_num(p.power_mw, '.3f')} mW"
         for p in status.pumps
     ]
     if status.tec is not None:
         t = status.tec
         parts.append(
-            f"{t.name} {t.temperature_c:.4f} degC (set {t.setpoint_c:.3f}, {t.current_a:+.3f} A"
-            f"{'' if t.output else ', OFF'})"
+            f"{t.name} {_num(t.temperature_c, '.4f')} degC (set {_num(t.setpoint_c, '.3f')}, "
+            f"{_num(t.current_a, '+.3f')} A{'' if t.output else ', OFF'})"
         )
     return "  |  ".join(parts)
 

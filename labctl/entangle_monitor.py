@@ -20,8 +20,10 @@ delay is the centre of the triple h(t - dT) + h(t) + h(t + dT), which is largest
 whatever the phases. Accidentals come from off-peak windows beyond the side peaks.
 
 QBER: one fringe per pair gives one visibility; QBER_Z (phases 0/pi) and QBER_X (pi/2, 3pi/2)
-are both (1 - V) / 2 of that fringe. Sifted rate = ``sifting`` x central-window coincidences
-(bases match half of the time in BBM92); key rate per physics.md with f = ``ec_efficiency``.
+are both (1 - V) / 2 of that fringe. Sifted rate = ``sifting`` (bases match half of the time in
+BBM92) x the fringe's mean central-window rate C0 / ``step_s`` (phase-averaged, so it does not
+swing with the scan); key rate per physics.md with f = ``ec_efficiency``. The live CAR and
+coincidence rate are those of the last status interval, so they follow the scan's phase.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dsp.coincidence import (
+    CarResult,
     CoincidenceConfig,
     CoincidenceCounts,
     CoincidenceState,
@@ -216,6 +219,28 @@ class EntanglementMonitor:
         v = np.array([f.visibility for f in fits])
         return float(np.sum(w * v) / w.sum()), float(1.0 / math.sqrt(w.sum())), len(fits)
 
+    def fringe_rate_hz(self, p: int) -> float:
+        """Phase-averaged central-window rate of the recent scans (their C0 per step)."""
+        fits = self.fits[p]
+        if not fits:
+            return math.nan
+        return float(np.mean([f.mean_counts for f in fits])) / self.config.step_s
+
+    def car_run(self, p: int, *, method: str = "offpeak") -> CarResult:
+        """CAR of pair p over the whole run so far (accidentals off-peak or from singles)."""
+        delay = self.delay_ps(p)
+        if not math.isfinite(delay):
+            raise ValueError(f"pair {self.links[p]}: no coincidence peak yet")
+        guard = self.config.interferometer_delay_ps + self.config.window_ps + 300.0
+        return car(
+            self.counts,
+            self.pairs[p],
+            delay,
+            self.config.window_ps,
+            method=method,  # type: ignore[arg-type]
+            guard_ps=guard,
+        )
+
     def status_rows(self) -> tuple[tuple[PairStatus, ...], float]:
         """Rows since the previous call, and the interval they cover (s)."""
         now = self._snapshot(self.horizon_ps or 0)
@@ -249,7 +274,7 @@ class EntanglementMonitor:
                 ratio, ratio_err = res.car, res.car_err
             v, v_err, scans = self.visibility(p)
             qber = (1.0 - v) / 2.0 if math.isfinite(v) else math.nan
-            sifted = cfg.sifting * cc if math.isfinite(cc) else math.nan
+            sifted = cfg.sifting * self.fringe_rate_hz(p)
             key = math.nan
             if math.isfinite(qber) and math.isfinite(sifted):
                 e = min(max(qber, 0.0), 0.5)

@@ -27,7 +27,7 @@ class PairStatus:
     visibility_err: float
     qber_z: float
     qber_x: float
-    sifted_hz: float
+    sifted_hz: float  #: sifting x phase-averaged central-window rate of the recent scans
     key_rate_bps: float
     scans: int  #: phase scans that entered the visibility
 

@@ -17,14 +17,19 @@ With two taggers the other tagger's clock is found and followed from the photon 
    (below) with a 10 ns residual histogram under a 0.05 ppm drift grid;
 3. *track*: :func:`~dsp.clocksync.track_process` follows offset and drift frame by frame on
    one cross-tagger channel pair (``sync``): the reference tagger's channel a against the
-   other's channel b. Its window keeps the central Franson peak and both side peaks (they
-   are symmetric, so their centroid is the central one) because the central peak alone
-   vanishes when the pair's phase sum reaches pi;
+   other's channel b. Its window keeps the central Franson peak and both side peaks: they
+   are symmetric, so their centroid is the central one, and their sum does not depend on
+   the interferometer phases (the central peak alone fades when the pair's phase sum nears
+   pi, which a window on it alone would mistake for a lost lock and then take a side peak
+   for the centre). The price is a ~550 ps wide peak per frame, so the offset regression
+   has a 10 s memory. The first ``ACQUISITION_FRAMES`` locked frames (2 s) converge from
+   the refined model and are not handed on;
 4. *merge*: the other tagger's tags, mapped frame by frame, are merged with the reference's up
    to the time both are complete.
 
-Tags before the tracker's first frame are dropped, so the merged stream starts at one time for
-both taggers. A batch with lost events (tagger buffer overflow) marks the span since that
+Tags before the end of the tracker's acquisition (~2 s) are dropped, so the
+merged stream starts at one time for both taggers, with the clocks already locked. A batch
+with lost events (tagger buffer overflow) marks the span since that
 tagger's previous horizon dead (:meth:`TagStream.pop` returns it for the coincidence engine).
 """
 
@@ -54,6 +59,9 @@ PS_PER_S = 1_000_000_000_000
 #: fine search after the coarse one: drift grid step and residual histogram bin
 REFINE_STEP_PPM = 0.05
 REFINE_BIN_PS = 10_000
+#: locked tracking frames (2 s) before the merged stream starts: the acquisition's mapping is
+#: still tens of ps off
+ACQUISITION_FRAMES = 40
 
 
 @dataclass(frozen=True)
@@ -163,10 +171,13 @@ class TagStream:
                 frame_ps=50_000_000_000,
                 min_window_ps=3_000,
                 max_window_ps=40_000,
-                memory_ps=2 * PS_PER_S,
+                memory_ps=10 * PS_PER_S,
                 n_bins=128,
             )
         self.refine_significance = math.nan
+        self._locked_total = 0
+        self._converged = False
+        self._start_ps_final: int | None = None
         self._sync_new = np.zeros(0, np.int64)  # reference sync tags not yet tracked
         self._mapped_t = np.zeros(0, np.int64)  # other tagger's tags, mapped, not yet merged
         self._mapped_c = np.zeros(0, np.uint8)
@@ -194,7 +205,8 @@ class TagStream:
             return self._chunk(t, c, ref.horizon, ref)
         if self._state is None and not self._search():
             return None
-        self._track()
+        if not self._track():
+            return None  # still acquiring: nothing is handed on before the clocks are locked
         limit = min(ref.horizon, self._mapped_horizon)
         ta, ca = ref.take_before(limit)
         k = int(np.searchsorted(self._mapped_t, limit, side="left"))
@@ -269,7 +281,8 @@ class TagStream:
         self._sync_new = ref.t[ref.c == self.sync[0]]
         return True
 
-    def _track(self) -> None:
+    def _track(self) -> bool:
+        """Feed the tracker; True once the stream is handed on (the tracker has converged)."""
         assert self.other is not None and self._state is not None
         ref, oth = self._pending[self.reference], self._pending[self.other]
         # the tracker reads the new reference sync tags; ref.t keeps all of them for the merge
@@ -287,14 +300,36 @@ class TagStream:
         )
         self._frames += len(result.frames)
         self._frames_locked += sum(f.locked for f in result.frames)
-        if result.t_b_in_a_ps.size:
-            self._mapped_t = np.concatenate([self._mapped_t, result.t_b_in_a_ps])
-            self._mapped_c = np.concatenate([self._mapped_c, result.channel_b])
+        keep_from = 0  # first mapped tag handed on: the acquisition's frames are not
+        if not self._converged:
+            keep_from = result.t_b_in_a_ps.size
+            done = 0
+            for f in result.frames:
+                done += f.n_b
+                self._locked_total += f.locked
+                if self._locked_total >= ACQUISITION_FRAMES:
+                    self._converged, keep_from = True, done
+                    break
+        t_new, c_new = result.t_b_in_a_ps[keep_from:], result.channel_b[keep_from:]
+        if self._converged and self._start_ps_final is None and t_new.size:
+            # the merged stream starts at the first mapped tag after acquisition (a time that
+            # does not depend on how the streams were cut into batches)
+            self._start_ps_final = self._start_ps = int(t_new[0])
+            ref.drop_before(self._start_ps)
+        if t_new.size:
+            self._mapped_t = np.concatenate([self._mapped_t, t_new])
+            self._mapped_c = np.concatenate([self._mapped_c, c_new])
         st = self._state
         if st.frame_start_ps is not None:
-            # every other-tagger tag before the next frame start is mapped and handed on
+            # every other-tagger tag before the next frame start is mapped
             mapped = st.frame_start_ps - st.offset_ps
             self._mapped_horizon = max(self._mapped_horizon, math.floor(mapped))
+        if self._start_ps_final is None:
+            ref.drop_before(self._mapped_horizon)
+            ref.dead.clear()
+            oth.dead.clear()
+            return False
+        return True
 
     # -- status ------------------------------------------------------------------------------
     @property

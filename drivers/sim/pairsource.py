@@ -605,6 +605,13 @@ class PhotonPairSource:
         return block
 
     # -- truth -------------------------------------------------------------------------------
+    def start_truth_log(self) -> None:
+        """Record the truth of every block generated from now on (as ``keep_truth=True``);
+        for a source built by the bench loader, which does not ask for it."""
+        with self._lock:
+            if self._truth is None:
+                self._truth = {}
+
     def _truth_blocks(self, t0_s: float, t1_s: float) -> list[tuple[dict, dict]]:
         if self._truth is None:
             raise RuntimeError(f"{self.name}: constructed without keep_truth=True")
