@@ -250,6 +250,35 @@ def _unknown_key(e: dict[str, Any]) -> None:
     e["colour"] = "blue"
 
 
+def _override_twice(ent: dict[str, Any]) -> None:
+    ent["sim"]["channels"].append({"label": 4, "fibre_m": 99.0})
+
+
+def _awg_channel_3(ent: dict[str, Any]) -> None:
+    ent["users"]["alice"]["interferometer"] = "awg1:3"
+
+
+def _pump_outside_laser_limits(ent: dict[str, Any]) -> None:
+    ent["pumps"][0]["wavelength_nm"] = 1560.0
+
+
+def _ring_outside_tec_limits(ent: dict[str, Any]) -> None:
+    ent["ring_temperature_c"] = 80.0
+
+
+def _resonance_not_a_number(ent: dict[str, Any]) -> None:
+    ent["sim"]["resonance_nm"] = [True, 1540.56]
+
+
+BAD_FOR_THE_INSTRUMENTS = [
+    (_override_twice, "entanglement.sim.channels[6].label", "overridden twice"),
+    (_awg_channel_3, "entanglement.users.alice.interferometer", "has channels (1, 2)"),
+    (_pump_outside_laser_limits, "entanglement.pumps[0].wavelength_nm", "pump0's limits"),
+    (_ring_outside_tec_limits, "entanglement.ring_temperature_c", "tec1's limits"),
+    (_resonance_not_a_number, "entanglement.sim.resonance_nm", "expected [nm, nm]"),
+]
+
+
 BAD: list[tuple[Callable[[dict[str, Any]], None], str, str]] = [
     (_pump_label_as_channel, "entanglement.channels[0].label", "is a pump"),
     (_duplicate_channel, "entanglement.channels[1].label", "listed twice"),
@@ -264,6 +293,7 @@ BAD: list[tuple[Callable[[dict[str, Any]], None], str, str]] = [
     (_sim_override_unknown_label, "entanglement.sim.channels[2].label", "99"),
     (_unknown_key, "entanglement.colour", "unknown key"),
 ]
+BAD += BAD_FOR_THE_INSTRUMENTS
 
 
 @pytest.mark.parametrize(
@@ -304,43 +334,3 @@ def test_isaqn_and_entanglement_in_one_file_are_refused() -> None:
         data["instruments"].setdefault(name, table)  # awg1/awg2: the same model in both
     message = error_for(data, "entanglement")
     assert "[isaqn] or [entanglement]" in message
-
-
-def _override_twice(ent: dict[str, Any]) -> None:
-    ent["sim"]["channels"].append({"label": 4, "fibre_m": 99.0})
-
-
-def _awg_channel_3(ent: dict[str, Any]) -> None:
-    ent["users"]["alice"]["interferometer"] = "awg1:3"
-
-
-def _pump_outside_laser_limits(ent: dict[str, Any]) -> None:
-    ent["pumps"][0]["wavelength_nm"] = 1560.0
-
-
-def _ring_outside_tec_limits(ent: dict[str, Any]) -> None:
-    ent["ring_temperature_c"] = 80.0
-
-
-def _resonance_not_a_number(ent: dict[str, Any]) -> None:
-    ent["sim"]["resonance_nm"] = [True, 1540.56]
-
-
-@pytest.mark.parametrize(
-    ("mutate", "key", "problem"),
-    [
-        (_override_twice, "entanglement.sim.channels[6].label", "overridden twice"),
-        (_awg_channel_3, "entanglement.users.alice.interferometer", "has channels (1, 2)"),
-        (_pump_outside_laser_limits, "entanglement.pumps[0].wavelength_nm", "pump0's limits"),
-        (_ring_outside_tec_limits, "entanglement.ring_temperature_c", "tec1's limits"),
-        (_resonance_not_a_number, "entanglement.sim.resonance_nm", "expected [nm, nm]"),
-    ],
-    ids=lambda v: v.__name__.strip("_") if callable(v) else None,
-)
-def test_settings_the_instruments_cannot_take_are_refused(
-    mutate: Callable[[dict[str, Any]], None], key: str, problem: str
-) -> None:
-    data = shipped()
-    mutate(data["entanglement"])
-    message = error_for(data, key)
-    assert problem in message, message
