@@ -36,6 +36,7 @@ class Run:
     job: EntanglementJob
     source: object
     taggers: dict
+    sims: dict
     statuses: list[EntanglementStatus]
     batches: list[tuple[str, TagBatch]]
 
@@ -52,6 +53,7 @@ def run() -> Run:
         out.source = sim_bench.elements[job.ent.source]
         out.source.start_truth_log()
         out.taggers = {name: sim_bench.instruments[name] for name in job.ent.taggers}
+        out.sims = sim_bench.instruments
         for name in job.ent.taggers:  # keep every batch the job reads, for the replay tests
             driver = job.bench.instruments[name]
             read = driver.read_tags
@@ -100,6 +102,14 @@ def test_every_user_pair_is_reported_with_live_figures(run):
     assert all(p.emission and p.power_mw == pytest.approx(0.5, rel=0.02) for p in last.pumps)
     assert last.tec is not None and abs(last.tec.temperature_c - 25.0) < 0.01
     assert json.loads(json.dumps(last.to_dict()))["pairs"][0]["user_a"] == "alice"
+
+
+def test_the_run_ends_with_every_instrument_safe(run):
+    sims = run.sims
+    assert not sims["pump0"].emission and not sims["pump10"].emission
+    assert not any(ch.output for name in ("awg1", "awg2") for ch in sims[name].channels.values())
+    assert not sims["tec1"].output
+    assert not any(t.streaming for t in run.taggers.values())
 
 
 def test_car_within_five_percent_of_the_twins_truth(run):
