@@ -99,9 +99,11 @@ class EntanglementMonitor:
         """Add merged tags; snapshot at every step boundary the chunk passes."""
         t, c = chunk.timestamp_ps, chunk.channel
         dead = chunk.dead_ps
-        for boundary in sorted(self._pending_boundaries()):
-            if boundary > chunk.horizon_ps:
+        while True:  # a step may start and end within one chunk: look again after each
+            due = [b for b in self._pending_boundaries() if b <= chunk.horizon_ps]
+            if not due:
                 break
+            boundary = min(due)
             k = int(np.searchsorted(t, boundary, side="left"))
             self._process(t[:k], c[:k], dead, boundary)
             dead = dead[:0]
