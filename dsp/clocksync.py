@@ -420,15 +420,10 @@ def refine_clock(
     for k in range(-math.ceil(span / step), math.ceil(span / step) + 1):
         slope = model.slope + k * step
         mapped = b - np.rint(base + slope * (b - ref).astype(np.float64)).astype(np.int64)
-        lo = np.searchsorted(a, mapped - math.floor(hw), side="left")
-        hi = np.searchsorted(a, mapped + math.floor(hw), side="right")
-        cnt = hi - lo
-        total = int(cnt.sum())
+        r, _ = _residuals(a, mapped, hw)
+        total = r.size
         if total == 0:
             continue
-        ib = np.repeat(np.arange(mapped.size), cnt)
-        ia = np.repeat(lo, cnt) + (np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-        r = (a[ia] - mapped[ib]).astype(np.float64)
         hist, edges = np.histogram(r, bins=n_bins, range=(-hw, hw))
         box = np.convolve(hist, np.ones(3), mode="same")
         m = int(np.argmax(box))
@@ -583,6 +578,19 @@ class TrackResult:
     t_b_in_a_ps: I64  #: B tags of those frames on A's clock (sorted)
     channel_b: U8  #: their channels
     model: ClockModel  #: the model of the next frame
+
+
+def _residuals(a: I64, mapped: I64, half_window_ps: float) -> tuple[F64, I64]:
+    """``t_a - mapped`` for every (A tag, mapped B tag) pair within +-half_window_ps, and the
+    index of the B tag of each (sorted ``a``)."""
+    hw = math.floor(half_window_ps)
+    lo = np.searchsorted(a, mapped - hw, side="left")
+    hi = np.searchsorted(a, mapped + hw, side="right")
+    cnt = hi - lo
+    total = int(cnt.sum())
+    ib = np.repeat(np.arange(mapped.size), cnt)
+    ia = np.repeat(lo, cnt) + (np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+    return (a[ia] - mapped[ib]).astype(np.float64), ib
 
 
 def _peak(r: F64, half_w: float, n_bins: int, rms_prev: float) -> tuple[float, float, float, float]:
@@ -743,13 +751,8 @@ def track_process(
             m = np.maximum(m, last_out)
         use = slice(None) if sync_lut is None else np.flatnonzero(sync_lut[cbf])
         ms, tbs = m[use], tb[use]
-        lo = np.searchsorted(pa, ms - math.floor(hw), side="left")
-        hi = np.searchsorted(pa, ms + math.floor(hw), side="right")
-        cnt = hi - lo
-        total = int(cnt.sum())
-        ib = np.repeat(np.arange(ms.size), cnt)
-        ia = np.repeat(lo, cnt) + (np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-        r = (pa[ia] - ms[ib]).astype(np.float64)
+        r, ib = _residuals(pa, ms, hw)
+        total = r.size
         hw_used = hw
         e, rms, n_sig, sig = _peak(r, hw, config.n_bins, rms_prev)
         locked = sig >= config.min_significance and n_sig >= 3.0
