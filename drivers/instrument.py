@@ -435,6 +435,11 @@ class Instrument:
         finally:
             self._fatal_state.active = False
 
+    def mark_link_dirty(self) -> None:
+        """After a reply that could not be understood: resynchronise before the next command."""
+        with self._lock:
+            self._dirty = True
+
     def get(self, name: str, channel: int | None = None) -> Any:
         """Query a declared setting and parse the reply."""
         setting = self.setting(name)
@@ -445,8 +450,7 @@ class Instrument:
         try:
             value = setting.parse(reply)
         except (TypeError, ValueError) as exc:
-            with self._lock:
-                self._dirty = True
+            self.mark_link_dirty()
             raise ProtocolError(
                 f"unexpected reply {reply!r} for {name}: {exc}",
                 instrument=self.name,

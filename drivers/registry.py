@@ -21,6 +21,7 @@ INSTRUMENT_CLASSES: dict[str, str] = {
     "scope": "oscilloscope",
     "tdc": "time-to-digital converter / time tagger",
     "tec": "PID temperature controller",
+    "wavemeter": "laser wavelength meter",
 }
 
 #: model key -> (instrument class, driver "module:Class", simulator "module:Class")
@@ -54,6 +55,11 @@ MODELS: dict[str, tuple[str, str, str]] = {
         "tec",
         "drivers.arroyo:Arroyo5300",
         "drivers.sim.arroyo:SimArroyo5300",
+    ),
+    "bristol_871": (
+        "wavemeter",
+        "drivers.bristol_871:Bristol871",
+        "drivers.sim.bristol_871:SimBristol871",
     ),
 }
 

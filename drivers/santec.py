@@ -8,6 +8,15 @@ it always sends an explicit ``NM`` unit so that a laser left in Legacy mode
 laser diode, ``:POWer:UNIT 1`` selects mW for ``:POWer`` and
 ``:POWer:ACTual?`` reads the monitored output power. Errors are read from
 ``:SYSTem:ERRor?``.
+
+Fine tuning (``:WAVelength:FINetuning``, -100.00 to +100.00 in 0.01 steps, ended by
+``:WAVelength:FINetuning:DISable``) follows the TSL-550/570 command reference as the QMI and
+photonmover TSL drivers implement it. The reference excerpts found do not state its unit;
+this driver takes pm (0.01 pm = 1.25 MHz at 1550 nm, ten times finer than ``:WAV`` at 0.1 pm),
+which must be checked on the instrument before a lock relies on the scale. A new
+``wavelength_nm`` ends fine tuning (offset back to 0), so a frequency loop actuates
+``fine_tuning_pm`` around a fixed ``wavelength_nm``; :func:`fine_tuning_pm_for_offset` turns a
+frequency correction into the offset.
 """
 
 from __future__ import annotations
@@ -15,9 +24,22 @@ from __future__ import annotations
 from drivers.laser import TunableLaser
 from drivers.settings import Setting
 
+SPEED_OF_LIGHT_M_S = 299_792_458.0
+
 
 def _metres_to_nm(reply: str) -> float:
     return float(reply) * 1e9
+
+
+def fine_tuning_pm_for_offset(offset_hz: float, wavelength_nm: float) -> float:
+    """Wavelength offset (pm) that moves light at ``wavelength_nm`` (vacuum) by ``offset_hz``.
+
+    Exact, not first order: lambda' = c / (c / lambda + offset), returned as lambda' - lambda.
+    To first order this is -lambda^2 offset / c: -8.0 pm per GHz at 1550 nm.
+    """
+    wavelength_m = wavelength_nm * 1e-9
+    shifted_m = SPEED_OF_LIGHT_M_S / (SPEED_OF_LIGHT_M_S / wavelength_m + offset_hz)
+    return (shifted_m - wavelength_m) * 1e12
 
 
 class SantecTSL570(TunableLaser):
@@ -54,6 +76,15 @@ class SantecTSL570(TunableLaser):
         rampable=True,
         doc="Output power setpoint (power unit fixed to mW on connect).",
     )
+    fine_tuning_pm = Setting(
+        set=":WAV:FIN {value}",
+        get=":WAV:FIN?",
+        units="pm",
+        model_range=(-100.0, 100.0),
+        fmt=".2f",
+        doc="Fine-tuning offset added to wavelength_nm (0.01 pm steps; 0 after a new "
+        "wavelength_nm).",
+    )
     measured_power_mw = Setting(
         get=":POW:ACT?",
         units="mW",
@@ -72,6 +103,11 @@ class SantecTSL570(TunableLaser):
         # SCPI command mode (SI units on the wire); all power values in mW.
         self.write(":SYST:COMM:COD 1")
         self.set("power_unit", "mW")
+
+    def end_fine_tuning(self) -> None:
+        """End fine tuning: the laser goes back to ``wavelength_nm`` (offset 0)."""
+        self.write(":WAV:FIN:DIS")
+        self.cache[("fine_tuning_pm", None)] = 0.0
 
     def alerts(self) -> str:
         """The laser's alert text (``:SYSTem:ALERt?``), e.g. a temperature alarm."""
