@@ -31,7 +31,9 @@ from drivers.registry import INSTRUMENT_CLASSES, driver_class, models_for
 from drivers.sim.bench import parse_port
 from labctl.config_table import SectionError
 from labctl.entangle_config import EntanglementConfig, parse_entanglement
+from labctl.interlocks import InterlockRule, parse_interlock_section
 from labctl.isaqn_config import IsaqnConfig, parse_isaqn
+from labctl.loop_config import LoopConfig, parse_loops
 
 #: the simulated bench used when no bench file is given
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -116,6 +118,8 @@ class BenchConfig:
     raw: dict[str, Any] = field(default_factory=dict)
     isaqn: IsaqnConfig | None = None
     entanglement: EntanglementConfig | None = None
+    loops: tuple[LoopConfig, ...] = ()
+    interlocks: tuple[InterlockRule, ...] = ()
 
     def by_class(self, instrument_class: str) -> list[InstrumentConfig]:
         return [i for i in self.instruments.values() if i.instrument_class == instrument_class]
@@ -232,6 +236,8 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
     if entanglement is not None:
         _check_entanglement_limits(path, entanglement, instruments)
     elements = {isaqn.icr} if isaqn is not None and isaqn.sim is not None else set()
+    if entanglement is not None and entanglement.sim is not None:
+        elements.add(entanglement.source)
     wiring = check.table(bench, "bench.wiring")
     for dest, src in wiring.items():
         for role, port in (("destination", dest), ("source", src)):
@@ -252,6 +258,14 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
     for key, value in sections.items():
         if not isinstance(value, dict | list):
             raise check.fail(key, value, "a table or an array of tables")
+    limits = {n: i.limits for n, i in instruments.items()}
+    try:
+        loops = parse_loops(data["loops"], classes, models, limits) if "loops" in data else ()
+        interlocks = (
+            parse_interlock_section(data["interlocks"], models) if "interlocks" in data else ()
+        )
+    except SectionError as exc:
+        raise ConfigError(path, exc.key, exc.problem) from None
     return BenchConfig(
         path=path,
         name=name,
@@ -266,6 +280,8 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
         raw=dict(data),
         isaqn=isaqn,
         entanglement=entanglement,
+        loops=loops,
+        interlocks=interlocks,
     )
 
 
