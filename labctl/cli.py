@@ -4,8 +4,11 @@
     labctl instruments [CONFIG] [--json]  connect to every instrument, print identity and state
     labctl run [CONFIG]                   the main job on a bench (ISAQN: live, recorded;
                                           entanglement: live per user pair)
+    labctl loops [CONFIG] [--loop NAME]   run the bench file's feedback loops and interlocks
     labctl bench isaqn [--json]           receiver DSP throughput vs a numpy/scipy reference
     labctl bench coincidence [--json]     time-tag histogram vs numpy/pycorrelate, PTU decoding
+    labctl bench predictors [--json]      drift predictors: RMSE, step latency, duty cycle at
+                                          equal QBER against scan-and-transmit
     labctl replay FILE.ptu [--json]       singles, coincidences, CAR of a PicoQuant PTU file
     labctl calc qsm ...                   quantum secure metrology planning
     labctl calc locate ...                locate a vibration source from arrival times
@@ -37,6 +40,7 @@ from drivers.errors import InstrumentError
 from labctl import (
     bench_coincidence,
     bench_isaqn,
+    bench_predictors,
     calc_cvqkd,
     calc_entanglement,
     calc_locate,
@@ -118,10 +122,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser(
+        "loops",
+        help="run a bench file's feedback loops and interlocks with a live table "
+        "(switches on the lasers its laser locks hold)",
+    )
+    _add_config(p)
+    p.add_argument(
+        "--loop",
+        action="append",
+        default=None,
+        dest="only",
+        metavar="NAME",
+        help="run only this loop (repeatable; default: every loop with autostart)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        dest="duration_s",
+        metavar="S",
+        help="stop after S seconds of bench time (default: until Ctrl-C)",
+    )
+    p.add_argument("--update", type=float, default=1.0, dest="update_s", metavar="S")
+    p.add_argument("--json", action="store_true", help="print the last status as JSON")
+    p.add_argument("--plain", action="store_true", help="plain text updates even on a terminal")
+    p.add_argument(
+        "--interlock-log",
+        type=Path,
+        default=None,
+        metavar="FILE.jsonl",
+        help="append every interlock trip, action and reset to this file",
+    )
+    p.set_defaults(func=cmd_loops)
+
     p = sub.add_parser("bench", help="benchmarks: labctl against a numpy/scipy reference")
     bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     bench_isaqn.add_parser(bench_sub)
     bench_coincidence.add_parser(bench_sub)
+    bench_predictors.add_parser(bench_sub)
 
     replay_ptu.add_parser(sub)
 
@@ -327,6 +366,45 @@ def _run_entanglement(args: argparse.Namespace, config: BenchConfig) -> int:
     )
     if args.json:
         print(json.dumps(last.to_dict() if last is not None else None))
+    return 0
+
+
+def cmd_loops(args: argparse.Namespace) -> int:
+    """The bench's loops and interlocks until --duration or Ctrl-C; actuators handed back."""
+    from labctl.loops_display import LoopsDisplay
+    from labctl.loops_job import LoopsJobError, run_loops
+
+    config = load_bench(args.config)
+    stop = threading.Event()
+
+    def interrupt(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        _progress("stopping the loops (Ctrl-C again to abort)")
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    display = LoopsDisplay(plain=True if args.plain or args.json else None)
+    try:
+        display.start()
+        last = run_loops(
+            config,
+            duration_s=args.duration_s,
+            only=args.only,
+            update_s=args.update_s,
+            sinks=[display],
+            progress=_progress,
+            stop=stop,
+            interlock_log=args.interlock_log,
+        )
+    except (LoopsJobError, KeyError) as exc:
+        raise CliError(str(exc).strip("'\"")) from exc
+    finally:
+        display.stop()
+        signal.signal(signal.SIGINT, previous)
+    _progress("loops stopped; actuators handed back, instruments left safe")
+    if args.json:
+        print(json.dumps(last.to_dict() if last is not None else None, default=str))
     return 0
 
 

@@ -538,7 +538,15 @@ class LoopRunner:
             return f"no new reading since t={loop.last_reading_ts:.3f} s", value, ts
         return None, value, ts
 
-    def _fault(self, loop: _Loop, reason: str, t_s: float) -> None:
+    def fault(self, name: str, reason: str, *, run_safe: bool = False) -> None:
+        """Fault loop ``name`` from outside (e.g. an interlock drove its actuator to a safe
+        state): it stops writing until :meth:`reset_fault`. ``run_safe``: also call its
+        ``safe()`` (an interlock that already acted does not need it)."""
+        loop = self._get(name)
+        self._fault(loop, reason, self._clock.now_s(), run_safe=run_safe)
+        self._notify(loop)
+
+    def _fault(self, loop: _Loop, reason: str, t_s: float, *, run_safe: bool = True) -> None:
         spec = loop.spec
         with self._lock:
             if loop.faulted:
@@ -553,9 +561,11 @@ class LoopRunner:
             t_s,
             reason,
             held,
-            "driving the actuator to its safe state" if spec.safe else "no safe() action",
+            "driving the actuator to its safe state"
+            if spec.safe and run_safe
+            else "no safe() action",
         )
-        if spec.safe is not None:
+        if spec.safe is not None and run_safe:
             try:
                 spec.safe()
             except Exception:
