@@ -22,6 +22,11 @@ and ends every reply with CR LF. The driver writes CR LF, as NIST's client does.
   ``code,text[,code,text...]`` with every queued error (the reply drains
   the queue). The codes and texts are model-specific and not checked here.
 * ``*IDN?`` is space-separated: ``Arroyo 5305 TECSource <serial> <firmware>``.
+* Modes: ``TEC:MODE:T`` (the instrument's PID holds the thermistor temperature; selected on
+  connect) and ``TEC:MODE:ITE`` (constant current: the PID is bypassed and ``TEC:ITE <A>``
+  sets the TEC current, read back with ``TEC:SET:ITE?``; ``TEC:ITE?`` stays the measured
+  current). ITE mode is for host-side loops that compute the current themselves. ``TEC:MODE?``
+  replies ``T`` or ``ITE``. The temperature limits trip the output in both modes.
 
 On the serial line terminal echo may be on (the instrument then sends each
 command back before its reply). :meth:`Arroyo5300.connect` sends
@@ -39,7 +44,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drivers.errors import InstrumentError, ProtocolError
-from drivers.settings import Setting
+from drivers.settings import Range, Setting
 from drivers.tec import TecCondition, TemperatureController
 
 _INTEGER = re.compile(r"^[+-]?\d+$")
@@ -103,7 +108,13 @@ class GroupedSetting(Setting):
 
 
 class Arroyo5300(TemperatureController):
-    """Arroyo TECSource 5300 series (5305): PID temperature control over serial."""
+    """Arroyo TECSource 5300 series (5305): PID temperature control over serial.
+
+    Besides the bench-file limits of :class:`~drivers.instrument.Instrument`,
+    ``current_setpoint_a`` is limited to +-the bench file's ``current_limit_a`` upper limit
+    when the bench file gives one and no limit of its own: the constant-current setpoint can
+    then never ask for more than the bench allows the controller to drive.
+    """
 
     model = "arroyo_5300"
     modelled_on = "Arroyo Instruments TECSource 5305 (serial command set)"
@@ -138,6 +149,29 @@ class Arroyo5300(TemperatureController):
         get="TEC:ITE?", units="A", doc="Measured TEC current (positive heats the stage)."
     )
     tec_voltage_v = Setting(get="TEC:V?", units="V", doc="Measured voltage across the TEC.")
+    mode = Setting(
+        set="TEC:MODE:{value}",
+        get="TEC:MODE?",
+        kind=str,
+        choices={"T": "T", "ITE": "ITE"},
+        units="",
+        doc=(
+            "Control mode: T (the controller's PID holds the thermistor at setpoint_c) or ITE "
+            "(constant current current_setpoint_a, for host-side loops); a change of mode "
+            "switches the output off."
+        ),
+    )
+    current_setpoint_a = Setting(
+        set="TEC:ITE {value}",
+        get="TEC:SET:ITE?",
+        units="A",
+        model_range=(-5.0, 5.0),
+        fmt=".4f",
+        doc=(
+            "TEC current in ITE mode (positive heats); the instrument drives at most "
+            "+-current_limit_a."
+        ),
+    )
     pid_p = GroupedSetting(
         group="pid",
         index=0,
@@ -210,6 +244,15 @@ class Arroyo5300(TemperatureController):
         doc="Time the temperature must stay in the window to count as in tolerance.",
     )
 
+    def __init__(self, name: str, resource: str, **kwargs: Any) -> None:
+        super().__init__(name, resource, **kwargs)
+        limits = kwargs.get("limits") or {}
+        if "current_limit_a" in limits and "current_setpoint_a" not in limits:
+            high = float(limits["current_limit_a"][1])
+            model = self.setting("current_setpoint_a").model_range
+            assert model is not None
+            self._ranges["current_setpoint_a"] = Range(-high, high).intersect(model)
+
     # -- connection ------------------------------------------------------------
     def connect(self) -> str:
         """Open the port, switch terminal echo off, read the identity, select T mode.
@@ -237,8 +280,15 @@ class Arroyo5300(TemperatureController):
             return line
 
     def on_connect(self) -> None:
-        # Temperature mode: the PID loop acts on the thermistor temperature.
+        # Temperature mode: the PID loop acts on the thermistor temperature. Selecting the
+        # mode already in force changes nothing; a host loop selects ITE after connecting.
         self.write("TEC:MODE:T")
+
+    # -- safe state --------------------------------------------------------------
+    def _should_ramp_to_safe_temperature(self) -> bool:
+        """Ramp the temperature setpoint only in T mode: in ITE mode the setpoint holds
+        nothing (the safe state then only switches the output off)."""
+        return super()._should_ramp_to_safe_temperature() and self.get("mode") == "T"
 
     # -- error queue -------------------------------------------------------------
     def parse_error(self, reply: str) -> tuple[int, str]:

@@ -15,6 +15,11 @@ channel is then read with ``:WAVeform:SOURce CHANnel<n>``, the 24-field
 BYTE format). Infiniium codes are signed and its y reference is 0, so
 ``volts = code * y_increment + y_origin`` and ``t = x_origin + i * x_increment``.
 
+A cheap reading for slow loops: ``:MEASure:VAVerage? DISPlay,CHANnel<n>`` (or ``CYCLe``: an
+integral number of periods) is the mean voltage of the channel over the scope's present
+acquisition window, computed in the instrument (:meth:`KeysightInfiniium.mean_voltage_v`);
+``9.99999E+37`` is the Infiniium's answer when a measurement has no result.
+
 ``:CHANnel<n>:PROTection?`` (``NORM``/``TRIP``) reports an input overload;
 ``:CHANnel<n>:PROTection:CLEar`` re-arms it. Errors are read with
 ``:SYSTem:ERRor? STRing`` (``0,"No error"``; without ``STRing`` the
@@ -30,11 +35,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from drivers.errors import ProtocolError
+from drivers.errors import InstrumentCommandError, ProtocolError
 from drivers.scope import Oscilloscope, Waveform
 from drivers.settings import Setting
 
 CHANNELS = (1, 2, 3, 4)
+#: measurement replies at or above this are the Infiniium's "no result" (9.99999E+37)
+NO_RESULT_V = 9.9e37
 
 E = TypeVar("E", bound=enum.IntEnum)
 
@@ -305,6 +312,36 @@ class KeysightInfiniium(Oscilloscope):
         """Re-arm a tripped input (``:CHANnel<n>:PROTection:CLEar``)."""
         self.check_channels([channel], "protection channel")
         self.write(f":CHAN{channel}:PROT:CLE")
+
+    # -- measurements ----------------------------------------------------------------
+    def mean_voltage_v(self, channel: int, *, whole_cycles: bool = False) -> float:
+        """Mean voltage (V) of ``channel`` over the scope's present acquisition window.
+
+        ``:MEASure:VAVerage? DISPlay,CHANnel<n>`` (``CYCLe`` with ``whole_cycles``: an
+        integral number of periods of a periodic signal). No waveform is transferred, so it is
+        cheap enough for a slow loop's error signal. A clipped input trips the channel's
+        protection (see :meth:`overloaded`) and biases the mean. Raises
+        InstrumentCommandError when the scope has no result (with its queued error, if any).
+        """
+        (ch,) = self.check_channels([channel], "measurement channel")
+        command = f":MEAS:VAV? {'CYCL' if whole_cycles else 'DISP'},CHAN{ch}"
+        reply = self.query(command)
+        try:
+            value = float(reply)
+        except ValueError:
+            with self._lock:
+                self._dirty = True
+            raise ProtocolError(
+                f"unexpected measurement reply {reply!r}", instrument=self.name, command=command
+            ) from None
+        if abs(value) >= NO_RESULT_V:
+            self._check(command)  # raises the instrument's own reason when it gave one
+            raise InstrumentCommandError(
+                f"no measurement result on channel {ch} ({reply.strip()})",
+                instrument=self.name,
+                command=command,
+            )
+        return value
 
     # -- acquisition -----------------------------------------------------------------
     def preamble(self) -> InfiniiumPreamble:

@@ -77,6 +77,7 @@ def start_simulators(
         wiring=config.wiring,
         ambient_c=config.ambient_c,
         elements=elements,
+        environment=config.ambient,
     )
     host.start()
     return host

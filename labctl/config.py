@@ -9,7 +9,9 @@ expected, e.g.::
 
 Layout (see ``configs/sim_bench.toml`` for a commented example)::
 
-    [bench]                      name, description, seed, clock, clock_speed, ambient_c
+    [bench]                      name, description, seed, clock, clock_speed, ambient_c,
+                                 ambient (the simulated room's disturbances, e.g.
+                                 ``{ profile = "typical_lab" }``: drivers/sim/environment.py)
     [bench.wiring]               "scope1:1" = "awg1:1"  (simulated signal paths)
     [instruments.NAME]           class, model, resource, timeout_s, ramp_step_s,
                                  limits, ramps, safe_start, sim (simulator options)
@@ -29,6 +31,7 @@ from typing import Any
 
 from drivers.registry import INSTRUMENT_CLASSES, driver_class, models_for
 from drivers.sim.bench import parse_port
+from drivers.sim.environment import Environment
 from labctl.config_table import SectionError
 from labctl.entangle_config import EntanglementConfig, parse_entanglement
 from labctl.interlocks import InterlockRule, parse_interlock_section
@@ -54,7 +57,16 @@ FREE_SECTIONS = (
     "analysis",
     "gui",
 )
-_BENCH_KEYS = {"name", "description", "seed", "clock", "clock_speed", "ambient_c", "wiring"}
+_BENCH_KEYS = {
+    "name",
+    "description",
+    "seed",
+    "clock",
+    "clock_speed",
+    "ambient_c",
+    "ambient",
+    "wiring",
+}
 #: bench.clock: "realtime" (virtual time follows the wall clock, times clock_speed) or
 #: "manual" (simulated time moves only as the job reads data: offline, never real time)
 CLOCK_MODES = ("realtime", "manual")
@@ -113,6 +125,8 @@ class BenchConfig:
     clock_speed: float = 1.0
     clock: str = "realtime"
     ambient_c: float = 22.0
+    #: the simulated room's disturbance model (``[bench] ambient``), None: a constant room
+    ambient: dict[str, Any] | None = None
     wiring: dict[str, str] = field(default_factory=dict)
     sections: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
@@ -258,6 +272,13 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
     for key, value in sections.items():
         if not isinstance(value, dict | list):
             raise check.fail(key, value, "a table or an array of tables")
+    ambient_c = check.number(bench, "bench.ambient_c", default=22.0)
+    ambient = check.table(bench, "bench.ambient") if "ambient" in bench else None
+    if ambient is not None:
+        try:
+            Environment.from_options(ambient, mean_c=ambient_c)
+        except ValueError as exc:
+            raise ConfigError(path, "bench.ambient", str(exc)) from None
     limits = {n: i.limits for n, i in instruments.items()}
     try:
         loops = parse_loops(data["loops"], classes, models, limits) if "loops" in data else ()
@@ -274,7 +295,8 @@ def parse_bench(data: Mapping[str, Any], path: Path | str = "<bench>") -> BenchC
         seed=int(seed),
         clock_speed=check.number(bench, "bench.clock_speed", default=1.0, positive=True),
         clock=clock,
-        ambient_c=check.number(bench, "bench.ambient_c", default=22.0),
+        ambient_c=ambient_c,
+        ambient=ambient,
         wiring=dict(wiring),
         sections=sections,
         raw=dict(data),

@@ -473,3 +473,95 @@ def test_the_realisation_is_deterministic(make_bench):
     assert np.array_equal(np.sort(regenerated[1]), np.sort(whole[1]))
     # every detection comes at least the constant latency after the start
     assert whole[1].min() >= t0 + CONSTANT_LATENCY_PS - 5 * 25
+
+
+# -- interferometer reference light: I and Q photodiodes for the phase locks -----------------
+@pytest.fixture
+def reference_bench() -> Iterator[SimHost]:
+    """Lasers, TEC, the phase-shifter AWG, a scope on u0's I, Q and u1's I, and the source
+    (u0's phase random-walks, so the phase changes from block to block)."""
+    physics = replace(
+        PHYSICS, users=(replace(PHYSICS.users[0], drift_rad2_per_s=2.0), *PHYSICS.users[1:])
+    )
+    host = SimHost(
+        [
+            SimSpec("laser0", "santec_tsl570"),
+            SimSpec("laser10", "santec_tsl570"),
+            SimSpec("tec1", "arroyo_5300", {"initial_temperature_c": T_REF_C}),
+            SimSpec("awg1", "keysight_33500b"),
+            SimSpec("scope1", "keysight_infiniium", {"noise_v": 1e-3}),
+        ],
+        clock=VirtualClock(realtime=False),
+        seed=5,
+        ambient_c=T_REF_C,
+        wiring={"scope1:1": "pairs:1", "scope1:2": "pairs:2", "scope1:3": "pairs:3"},
+        elements=[lambda bench: PhotonPairSource("pairs", bench, physics)],
+    )
+    host.start()
+    awg = host.sims["awg1"].channels[1]
+    awg.function, awg.offset_v, awg.output = "DC", 0.4, True  # u0: 0.2 pi from the shifter
+    yield host
+    host.stop()
+
+
+def reference_v(phase_rad: np.ndarray, quadrature: str) -> np.ndarray:
+    swing = PHYSICS.reference_amplitude_v * PHYSICS.reference_visibility
+    wave = np.cos(phase_rad) if quadrature == "I" else np.sin(phase_rad)
+    return PHYSICS.reference_dc_v + swing * wave
+
+
+def test_reference_outputs_follow_each_users_phase_block_by_block(reference_bench):
+    src: PhotonPairSource = reference_bench.bench.elements["pairs"]  # type: ignore[assignment]
+    t_s = np.linspace(0.0, 0.095, 400)  # ten 10 ms blocks
+    phases = np.array([src.user_phase_rad("u0", t) for t in t_s])
+    assert np.ptp(phases) > 0.1  # the walk moves the phase between blocks
+    np.testing.assert_allclose(src.user_phases_rad("u0", t_s), phases, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(src.output_v(1, t_s), reference_v(phases, "I"), atol=1e-12)
+    np.testing.assert_allclose(src.output_v(2, t_s), reference_v(phases, "Q"), atol=1e-12)
+    u1 = np.array([src.user_phase_rad("u1", t) for t in t_s])  # u1: fixed at 0 rad
+    np.testing.assert_allclose(src.output_v(3, t_s), reference_v(u1, "I"), atol=1e-12)
+    assert src.output_v(8, t_s[:3]).shape == (3,)  # u3's Q: the last output
+    for bad in (0, 9):
+        with pytest.raises(ValueError, match=r"outputs 1\.\.8 are the I, Q reference"):
+            src.output_v(bad, t_s)
+
+    # a block already generated keeps the phase its photons saw; later blocks see the change
+    t0_ps, t1_ps = 200 * 10**9, 220 * 10**9  # blocks 20 and 21
+    src.generate_for("tdc1", t0_ps, t1_ps)
+    before = src.user_phases_rad("u0", np.array([0.205, 0.215, 0.225]))
+    reference_bench.sims["awg1"].channels[1].offset_v = 1.4  # +0.5 pi
+    after = src.user_phases_rad("u0", np.array([0.205, 0.215, 0.225]))
+    np.testing.assert_array_equal(after[:2], before[:2])
+    assert after[2] - before[2] == pytest.approx(RAD_PER_V * 1.0, abs=1e-12)
+
+
+def test_scope_reads_the_reference_fringe_in_quadrature(reference_bench):
+    scope = driver_class("keysight_infiniium")(
+        "scope1", reference_bench.resources["scope1"], timeout_s=2.0
+    )
+    scope.connect()
+    try:
+        sim = reference_bench.sims["scope1"]
+        src: PhotonPairSource = reference_bench.bench.elements["pairs"]  # type: ignore[assignment]
+        scope.sample_rate_hz = 1e5
+        scope.record_length = 5000  # 50 ms: five blocks of the walk
+        waves = scope.acquire([1, 2])
+        t_start, dt, n = sim.last_acquisition
+        t_s = t_start + np.arange(n) * dt
+        lsb = sim.volts_per_adc_level(1)
+        for channel, quadrature in ((1, "I"), (2, "Q")):
+            truth = reference_v(src.user_phases_rad("u0", t_s), quadrature)
+            assert np.max(np.abs(waves[channel].volts - truth)) < lsb / 2 + 6e-3
+        # the phase a lock would compute from the two photodiodes
+        dc = PHYSICS.reference_dc_v
+        phase = np.arctan2(waves[2].volts - dc, waves[1].volts - dc)
+        wrapped = np.angle(np.exp(1j * (phase - src.user_phases_rad("u0", t_s))))
+        assert np.sqrt(np.mean(wrapped**2)) < 0.05  # 1 mV noise on a 0.14 V swing
+        # the cheap reading for a slow loop: the mean of the window ending now
+        now_s = reference_bench.bench.clock.now_s()
+        rate, points = sim.effective_acquisition()
+        window_s = now_s - np.arange(points - 1, -1, -1) / rate
+        truth_mean = float(np.mean(reference_v(src.user_phases_rad("u0", window_s), "I")))
+        assert scope.mean_voltage_v(1) == pytest.approx(truth_mean, abs=lsb / 2 + 1e-4)
+    finally:
+        scope.close()

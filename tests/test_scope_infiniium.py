@@ -311,3 +311,75 @@ def test_eight_bit_adc_is_left_justified_in_words(sim_bench, manual_clock, conne
     t_start, dt, n = host.sims["scope1"].last_acquisition
     truth = host.sims["awg1"].output_v(1, t_start + np.arange(n) * dt)
     assert np.max(np.abs(w.volts - truth)) < lsb / 2 + 6 * NOISE_V
+
+
+# -- :MEASure:VAVerage? (a cheap mean for slow loops) ----------------------------------------
+def window_truth(bench, sim, channel: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Sample times of the measurement window ending now, and the wired AWG output there."""
+    rate, n = sim.effective_acquisition()
+    t_s = bench.bench.clock.now_s() - np.arange(n - 1, -1, -1) / rate
+    return t_s, bench.sims["awg1"].output_v(channel, t_s)
+
+
+def test_mean_voltage_over_the_window_ending_now(bench, sim, scope, manual_clock):
+    drive(bench, 1, "SIN", vpp=0.5, offset_v=0.08, hz=1e3)
+    setup_record(scope, rate_hz=1e6, points=2500)  # 2.5 periods: the mean is not the offset
+    manual_clock.advance(0.3)
+    records_before = dict(sim.records)
+    sim.received.clear()
+    mean_v = scope.mean_voltage_v(1)
+    assert list(sim.received) == [b":MEAS:VAV? DISP,CHAN1"]
+    assert manual_clock.now_s() == 0.3  # measuring does not move the clock
+    assert sim.records == records_before  # nor replace the records
+    _, truth = window_truth(bench, sim)
+    lsb = sim.volts_per_adc_level(1)
+    assert abs(np.mean(truth) - 0.08) > 0.02  # a partial period biases the plain mean
+    assert mean_v == pytest.approx(np.mean(truth), abs=lsb / 2 + 5 * NOISE_V / np.sqrt(2500))
+    assert scope.overloaded(1) is False
+
+    # CYCLe: whole periods only, so the mean of a sine is its offset
+    cycles_v = scope.mean_voltage_v(1, whole_cycles=True)
+    assert b":MEAS:VAV? CYCL,CHAN1" in sim.received
+    assert cycles_v == pytest.approx(0.08, abs=lsb + 1e-3)
+
+    # a DC level, the default measurement source and headers as a third-party client sees them
+    drive(bench, 2, "DC", vpp=1.0, offset_v=-0.15, hz=1e3)  # AWG output 2 feeds CHAN3
+    raw = open_raw(bench)
+    try:
+        raw.write(":SYST:HEAD ON;:MEAS:SOUR CHAN3")
+        reply = raw.query(":MEASure:VAVerage?")
+        assert reply.startswith(":MEAS:VAV ")
+        noise_of_mean = 5 * NOISE_V / np.sqrt(2500)
+        assert float(reply.split()[1]) == pytest.approx(-0.15, abs=lsb / 2 + noise_of_mean)
+        raw.write(":SYST:HEAD OFF")
+        assert raw.query(":MEAS:SOUR?") == "CHAN3"
+    finally:
+        raw.close()
+
+
+def test_mean_voltage_out_of_range_trips_protection(bench, sim, scope):
+    drive(bench, 1, "DC", vpp=1.0, offset_v=0.6, hz=1e3)
+    scope.channel_scale_v_per_div[1] = 0.05  # +-0.2 V: 0.6 V clips
+    mean_v = scope.mean_voltage_v(1)
+    assert mean_v == pytest.approx(0.2 - sim.volts_per_adc_level(1))  # the clipped level
+    assert scope.overloaded(1) is True
+    with pytest.raises(LimitViolation, match="measurement channel"):
+        scope.mean_voltage_v(5)
+
+
+def test_mean_voltage_without_a_result_raises_the_instrument_reason(sim_bench, manual_clock):
+    host = sim_bench(
+        [SimSpec("laser1", "santec_tsl570"), SimSpec("scope1", "keysight_infiniium")],
+        clock=manual_clock,
+        wiring={"scope1:2": "laser1:1"},
+    )
+    scope = KeysightInfiniium("scope1", host.resources["scope1"], timeout_s=0.5)
+    scope.connect()
+    try:
+        assert scope.query(":MEAS:VAV? DISP,CHAN2") == "+9.99999000E+37"
+        scope.read_errors()
+        with pytest.raises(InstrumentCommandError, match="laser1 wired to CHAN2 has no output_v"):
+            scope.mean_voltage_v(2)
+        assert scope.mean_voltage_v(1) == pytest.approx(0.0, abs=1e-3)  # unwired: 0 V
+    finally:
+        scope.close()

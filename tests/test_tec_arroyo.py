@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import pytest
 import serial
+from scipy.integrate import solve_ivp
 
 from drivers.arroyo import Arroyo5300, parse_errstr
 from drivers.errors import (
@@ -14,12 +14,43 @@ from drivers.errors import (
     LimitViolation,
     ProtocolError,
 )
+from drivers.sim.arroyo import (
+    CHIP_AMBIENT_RESISTANCE_K_PER_W,
+    CHIP_CAPACITY_J_PER_K,
+    CHIP_STAGE_RESISTANCE_K_PER_W,
+    PELTIER_W_PER_A,
+    THERMAL_CAPACITY_J_PER_K,
+    THERMAL_RESISTANCE_K_PER_W,
+)
 from drivers.sim.faults import Fault
 from drivers.sim.host import SimSpec
 from drivers.sim.scpi import MessageFramer, ieee_block
 from drivers.tec import TEC_FAULTS, TecCondition
 
 AMBIENT_C = 22.0
+CS, RSA, K = THERMAL_CAPACITY_J_PER_K, THERMAL_RESISTANCE_K_PER_W, PELTIER_W_PER_A
+CC, RCS, RCA = CHIP_CAPACITY_J_PER_K, CHIP_STAGE_RESISTANCE_K_PER_W, CHIP_AMBIENT_RESISTANCE_K_PER_W
+
+
+def two_node(x0: tuple[float, float], current_a: float, duration_s: float) -> np.ndarray:
+    """(stage, chip) after ``duration_s`` at a constant current in a constant room: the
+    plant's ODEs integrated numerically (an independent check of the simulator's exact step)."""
+
+    def rhs(_t: float, x: np.ndarray) -> list[float]:
+        stage, chip = x
+        return [
+            (-(stage - AMBIENT_C) / RSA - (stage - chip) / RCS + K * current_a) / CS,
+            (-(chip - stage) / RCS - (chip - AMBIENT_C) / RCA) / CC,
+        ]
+
+    sol = solve_ivp(rhs, (0.0, duration_s), list(x0), method="LSODA", rtol=1e-10, atol=1e-12)
+    return sol.y[:, -1]
+
+
+def held_stage_current_a(stage_c: float) -> float:
+    """Steady current holding the stage at ``stage_c``: what leaks to the room through the
+    stage and, in series, through the chip."""
+    return (stage_c - AMBIENT_C) * (1 / RSA + 1 / (RCS + RCA)) / K
 
 
 @pytest.fixture
@@ -124,14 +155,15 @@ def test_stage_settles_on_the_setpoint_and_relaxes_to_ambient(bench, sim, tec, m
     manual_clock.advance(55.0)
     assert tec.temperature_c == pytest.approx(30.0, abs=0.05)
     assert tec.is_settled()
-    # steady state: the TEC supplies what leaks to ambient, (T - T_amb) / (R_th k_tec) = 1.6 A
-    assert tec.tec_current_a == pytest.approx((30.0 - AMBIENT_C) / 5.0, abs=0.02)
+    # steady state: the TEC supplies what leaks to ambient, about (T - T_amb) / R_sa = 1.6 A
+    assert tec.tec_current_a == pytest.approx(held_stage_current_a(30.0), abs=0.02)
 
     tec.output_off()
-    start = sim.temperature_c()
-    manual_clock.advance(10.0)  # one thermal time constant R_th * C
-    expected = AMBIENT_C + (start - AMBIENT_C) * math.exp(-1.0)
-    assert tec.temperature_c == pytest.approx(expected, abs=0.005)
+    start = (sim.temperature_c(), sim.chip_temperature_c())
+    manual_clock.advance(10.0)  # about one thermal time constant R_sa * C_s
+    stage, chip = two_node(start, 0.0, 10.0)
+    assert sim.chip_temperature_c() == pytest.approx(chip, abs=1e-7)
+    assert tec.temperature_c == pytest.approx(stage, abs=0.002)  # the thermistor: 0.3 mK noise
     manual_clock.advance(120.0)
     assert tec.temperature_c == pytest.approx(AMBIENT_C, abs=0.005)
     assert tec.tec_current_a == 0.0
@@ -338,3 +370,158 @@ def test_framer_with_several_terminators():
     assert MessageFramer(b"\n").feed(b"A\r\n\nB\n") == [b"A", b"", b"B"]
     with pytest.raises(ValueError):
         MessageFramer((b"\r", b""))
+
+
+# -- two-node plant: the thermistor reads the stage, the ring follows the chip ---------------
+def test_chip_lags_the_stage_and_settles_short_of_it(bench, sim, tec, manual_clock):
+    tec.set_pid(2.0, 0.3, 0.5)
+    tec.setpoint_c = 25.0
+    tec.output_on()
+    manual_clock.advance(2.0)
+    assert sim.chip_temperature_c() < sim.temperature_c() - 0.05  # heated from below, ~2 s lag
+    manual_clock.advance(200.0)
+    # equilibrium: the chip sits R_cs / (R_cs + R_ca) of the way from the stage to the room
+    expected_chip = 25.0 - (25.0 - AMBIENT_C) * RCS / (RCS + RCA)
+    assert sim.chip_equilibrium_c(25.0) == pytest.approx(expected_chip, abs=1e-12)
+    assert sim.chip_temperature_c() == pytest.approx(expected_chip, abs=2e-4)
+    assert sim.temperature_c() == pytest.approx(25.0, abs=2e-4)
+    assert tec.tec_current_a == pytest.approx(held_stage_current_a(25.0), abs=2e-3)
+
+
+def test_initial_output_starts_stage_and_chip_in_equilibrium(sim_bench, manual_clock):
+    options = {"initial_temperature_c": 25.0, "initial_output": True}
+    host = sim_bench([SimSpec("tec1", "arroyo_5300", options)], clock=manual_clock)
+    sim = host.sims["tec1"]
+    expected_chip = 25.0 - (25.0 - AMBIENT_C) * RCS / (RCS + RCA)
+    assert sim.chip_temperature_c() == pytest.approx(expected_chip, abs=1e-12)
+    manual_clock.advance(30.0)  # already settled: only the sensor noise moves it
+    assert sim.chip_temperature_c() == pytest.approx(expected_chip, abs=1e-4)
+    assert sim.snapshot()["tec_current_a"] == pytest.approx(held_stage_current_a(25.0), abs=1e-3)
+
+
+# -- constant-current (ITE) mode for host-side loops -----------------------------------------
+def test_constant_current_mode_drives_the_plant(sim, tec, manual_clock):
+    tec.current_limit_a = 1.5
+    tec.mode = "ITE"
+    tec.current_setpoint_a = 0.8
+    assert list(sim.received)[-4:] == [b"TEC:MODE:ITE", b"ERRSTR?", b"TEC:ITE 0.8000", b"ERRSTR?"]
+    assert tec.mode == "ITE" and tec.current_setpoint_a == 0.8
+    assert tec.tec_current_a == 0.0  # output still off
+    tec.output_on()
+    assert tec.tec_current_a == 0.8
+    start = (sim.temperature_c(), sim.chip_temperature_c())
+    manual_clock.advance(3.0)
+    stage, chip = two_node(start, 0.8, 3.0)
+    assert sim.temperature_c() == pytest.approx(stage, abs=1e-7)
+    assert sim.chip_temperature_c() == pytest.approx(chip, abs=1e-7)
+    manual_clock.advance(300.0)
+    # steady state: k I = (T_s - T_amb) (1 / R_sa + 1 / (R_cs + R_ca))
+    stage_ss = AMBIENT_C + 0.8 / held_stage_current_a(AMBIENT_C + 1.0)
+    assert tec.temperature_c == pytest.approx(stage_ss, abs=0.002)
+    assert tec.status() == TecCondition.OUTPUT_ON  # the set current is driven: in tolerance
+    assert tec.setpoint_c == 25.0  # T-mode setpoint untouched
+
+    tec.current_setpoint_a = 3.0  # beyond TEC:LIM:ITE: clamped
+    assert tec.tec_current_a == 1.5
+    assert tec.status() == (
+        TecCondition.CURRENT_LIMIT | TecCondition.OUT_OF_TOLERANCE | TecCondition.OUTPUT_ON
+    )
+    tec.current_setpoint_a = -0.4  # cooling
+    assert tec.tec_current_a == -0.4
+    manual_clock.advance(300.0)
+    assert tec.temperature_c == pytest.approx(
+        AMBIENT_C - 0.4 * (stage_ss - AMBIENT_C) / 0.8, abs=2e-3
+    )
+
+
+def test_mode_change_switches_the_output_off_but_reselecting_does_not(sim, tec, manual_clock):
+    tec.output_on()
+    tec.mode = "T"  # already T: nothing happens (the driver does this on every connect)
+    assert tec.output is True
+    tec.mode = "ITE"
+    assert tec.output is False and tec.tec_current_a == 0.0
+    tec.current_setpoint_a = 0.5
+    tec.output_on()
+    manual_clock.advance(1.0)
+    tec.mode = "T"
+    assert tec.output is False and tec.mode == "T"
+    assert sim.current_setpoint_a == 0.5  # kept for the next time ITE is selected
+
+
+def test_temperature_limits_trip_the_output_in_constant_current_mode(sim, tec, manual_clock):
+    tec.current_limit_a = 2.0
+    tec.temperature_high_limit_c = 25.0
+    tec.mode = "ITE"
+    tec.current_setpoint_a = 2.0  # would take the stage 10 degC above the room
+    tec.output_on()
+    start = (sim.temperature_c(), sim.chip_temperature_c())
+    manual_clock.advance(2.0)
+    assert tec.output is True
+    manual_clock.advance(58.0)
+    assert tec.output is False
+    assert sim.snapshot()["tec_current_a"] == 0.0
+    # it tripped when the stage crossed 25 degC, then relaxed towards the room
+    crossing = solve_ivp(
+        lambda _t, x: [
+            (-(x[0] - AMBIENT_C) / RSA - (x[0] - x[1]) / RCS + K * 2.0) / CS,
+            (-(x[1] - x[0]) / RCS - (x[1] - AMBIENT_C) / RCA) / CC,
+        ],
+        (0.0, 60.0),
+        list(start),
+        events=lambda _t, x: x[0] - 25.0,
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    t_trip = float(crossing.t_events[0][0])
+    at_trip = crossing.y_events[0][0]
+    assert 2.0 < t_trip < 60.0
+    stage, _ = two_node((at_trip[0], at_trip[1]), 0.0, 60.0 - t_trip)
+    assert sim.temperature_c() == pytest.approx(stage, abs=1e-3)  # the trip time: +-10 ms
+    assert sim.temperature_c() < 25.0
+
+
+def test_current_setpoint_is_validated_against_the_bench_current_limit(bench, sim, connect):
+    tec = connect(bench, "tec1", limits={"current_limit_a": (0.0, 1.5)})
+    before = list(sim.received)
+    with pytest.raises(
+        LimitViolation, match=r"current_setpoint_a=2\.0 refused: allowed \[-1\.5, 1\.5\]"
+    ):
+        tec.current_setpoint_a = 2.0
+    with pytest.raises(LimitViolation, match="mode"):
+        tec.mode = "R"  # resistance mode: not supported by this driver
+    assert list(sim.received) == before
+    tec.current_setpoint_a = -1.5
+    assert sim.current_setpoint_a == -1.5
+    unlimited = connect(bench, "tec1")
+    with pytest.raises(LimitViolation, match=r"allowed \[-5, 5\] A"):
+        unlimited.current_setpoint_a = 5.5
+
+
+def test_safe_state_in_constant_current_mode_only_switches_off(bench, sim, connect):
+    tec = connect(bench, "tec1", ramps={"setpoint_c": 50.0}, safe_temperature_c=25.0)
+    tec.mode = "ITE"
+    tec.current_setpoint_a = 0.5
+    tec.output_on()
+    sim.received.clear()
+    tec.safe_state()
+    sent = [m for m in sim.received if m != b"ERRSTR?"]
+    assert sent == [b"TEC:OUT?", b"TEC:MODE?", b"TEC:OUT 0"]  # no setpoint ramp
+    assert sim.output is False
+
+
+def test_third_party_constant_current_sequence(bench, sim):
+    path = bench.resources["tec1"].removeprefix("ASRL").removesuffix("::INSTR")
+    with serial.Serial(path, 38400, timeout=2.0) as port:
+
+        def ask(raw: bytes) -> bytes:
+            port.write(raw)
+            return port.read_until(b"\r\n")
+
+        assert ask(b"TEC:MODE:ITE;TEC:ITE 0.25;TEC:OUT 1;ERRSTR?\r") == b"0\r\n"
+        assert ask(b"TEC:MODE?\r") == b"ITE\r\n"
+        assert ask(b"TEC:SET:ITE?\r") == b"0.2500\r\n"
+        assert ask(b"TEC:ITE?\r") == b"0.2500\r\n"
+        assert ask(b"TEC:ITE 9;ERRSTR?\r").startswith(b"-222,")  # beyond the 5 A model range
+        assert ask(b"TEC:MODE:R;ERRSTR?\r").startswith(b"-113,")  # R mode: not simulated
+        assert ask(b"TEC:MODE:T;TEC:OUT?\r") == b"0\r\n"
+    assert sim.mode == "T" and sim.current_setpoint_a == 0.25

@@ -40,8 +40,11 @@ class SimHost:
         wiring: Mapping[str, str] | None = None,
         ambient_c: float = 22.0,
         elements: Sequence[Callable[[BenchModel], SignalSource]] = (),
+        environment: Mapping[str, Any] | None = None,
     ) -> None:
-        self.bench = BenchModel(clock=clock, seed=seed, wiring=wiring, ambient_c=ambient_c)
+        self.bench = BenchModel(
+            clock=clock, seed=seed, wiring=wiring, ambient_c=ambient_c, environment=environment
+        )
         self.sims: dict[str, SimInstrument] = {}
         self.servers: dict[str, Any] = {}
         for spec in specs:

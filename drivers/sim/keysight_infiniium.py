@@ -16,6 +16,8 @@ Speaks the Infiniium subset that this driver and third-party Infiniium code
   ``:WAVeform:DATA?`` and ``:WAVeform:XINCrement?|XORigin?|YINCrement?|YORigin?|
   YREFerence?|POINts?``. With streaming off the data is a definite-length
   block; with streaming on it is ``#0<data>`` + LF;
+* ``:MEASure:VAVerage? [DISPlay|CYCLe,][CHANnel<n>]`` (mean voltage, see below) and
+  ``:MEASure:SOURce CHANnel<n>`` (its channel when the query names none);
 * ``:SYSTem:HEADer`` (on after power-on: query replies then start with their
   short header, e.g. ``:CHAN1:SCAL +1.00000000E-01``; binary data never
   carries one here) and ``:SYSTem:ERRor? [NUMBer|STRing]`` (number only, or
@@ -44,6 +46,17 @@ for instead). Each channel sees the wired source's ``output_v(channel, t)``
 (``bench.source_of``; an unwired input sees 0 V) plus Gaussian noise of
 ``noise_v`` volts rms (option, default 0.5 mV) from the bench's random
 generator. The trigger is taken at the record's centre: ``x_origin = -n*dt/2``.
+
+Mean-voltage measurement (``:MEASure:VAVerage?``, a cheap reading for slow loops): the
+channel's input is sampled as an acquisition would be (the effective rate and points, see
+``:ACQuire``) over the window that ENDS at the bench clock's now, with the channel's noise and
+the ADC's quantisation, and averaged; the clock is not advanced and the last records are kept.
+``DISPlay`` averages the whole window; ``CYCLe`` averages an integral number of periods, from
+the first to the last rising crossing of the window's mid level (with 10 % hysteresis), or
+the whole window when there are fewer than three crossings, as the Infiniium manual
+describes. A clipped sample trips the channel's protection flag, as for records; the mean of
+the clipped samples is still returned. A measurement that cannot be made (the wired source
+has no output) queues the error and answers ``9.99999E+37``, the Infiniium's "no result".
 
 Option ``gapless`` (default off, which is how an Infiniium behaves): the simulator acts as a
 streaming digitiser whose memory keeps recording between reads, so a record starts where the
@@ -93,6 +106,8 @@ AUTO_POINTS = 1000  # depth chosen when both rate and depth are AUTO
 BANDWIDTH_HZ = 4e9
 DATA_STALE = -230  # SCPI "Data corrupt or stale"
 ILLEGAL_PARAMETER = -224
+NO_RESULT = 9.99999e37  # what an Infiniium measurement query answers when it has no result
+CYCLE_HYSTERESIS = 0.1  # of the window's peak-to-peak: rising crossings for CYCLe
 MODEL = "MXR404A"
 SERIAL = "MY59100101"
 
@@ -122,6 +137,26 @@ class _Record:
     scale_v: float
     offset_v: float
     clipped: bool
+
+
+def _whole_cycles(volts: np.ndarray) -> np.ndarray:
+    """The samples from the first to the last rising crossing of the mid level (an integral
+    number of periods), or all of them with fewer than three crossings (either way)."""
+    low, high = float(np.min(volts)), float(np.max(volts))
+    span = high - low
+    if span <= 0:
+        return volts
+    mid = low + 0.5 * span
+    state = np.full(volts.size, -1, dtype=np.int8)  # 1 above, 0 below, -1 in the band
+    state[volts >= mid + CYCLE_HYSTERESIS * span / 2] = 1
+    state[volts <= mid - CYCLE_HYSTERESIS * span / 2] = 0
+    known = np.maximum.accumulate(np.where(state >= 0, np.arange(volts.size), 0))
+    held = state[known]  # inside the band: the last side it was on
+    changes = np.flatnonzero((held[1:] != held[:-1]) & (held[:-1] >= 0)) + 1
+    rising = changes[held[changes] == 1]
+    if changes.size < 3 or rising.size < 2:
+        return volts
+    return volts[rising[0] : rising[-1]]
 
 
 class SimKeysightInfiniium(SimInstrument):
@@ -161,6 +196,7 @@ class SimKeysightInfiniium(SimInstrument):
         self.records: dict[int, _Record] = {}
         self.ader = False
         self._next_t_s = 0.0
+        self.measure_source = 1
 
     def effective_acquisition(self) -> tuple[float, int]:
         """(sample rate, points) the next acquisition will use."""
@@ -289,6 +325,14 @@ class SimKeysightInfiniium(SimInstrument):
             lambda s: self.streaming,
             lambda a, s: setattr(self, "streaming", parse_bool_arg(a)),
             on_off,
+        )
+        e.add(":MEASure:VAVerage", on_query=self._vaverage_query)
+        self._value(
+            ":MEASure:SOURce",
+            ":MEAS:SOUR",
+            lambda s: f"CHAN{self.measure_source}",
+            lambda a, s: setattr(self, "measure_source", self._parse_channel(a)),
+            str,
         )
         e.add(":WAVeform:PREamble", on_query=lambda a, s: self._preamble_reply())
         e.add(":WAVeform:DATA", on_query=self._data_query)
@@ -429,6 +473,35 @@ class SimKeysightInfiniium(SimInstrument):
         if clipped:
             self.tripped[channel] = True
         return _Record(codes, t_start_s, dt_s, scale_v, offset_v, clipped)
+
+    # -- measurements ----------------------------------------------------------------
+    def _vaverage_query(self, args: list[Arg], suffixes: tuple[int, ...]) -> str:
+        """``:MEASure:VAVerage? [DISPlay|CYCLe,][CHANnel<n>]`` (module docstring)."""
+        rest = list(args)
+        if len(rest) > 2:
+            raise error(PARAMETER_NOT_ALLOWED, "VAVerage takes [DISPlay|CYCLe,]source")
+        interval = "DISP"
+        if rest and isinstance(rest[0], str) and not rest[0].strip().upper().startswith("CHAN"):
+            interval = parse_choice(rest.pop(0), ("DISPlay", "CYCLe"))
+        channel = self._parse_channel(rest.pop(0)) if rest else self.measure_source
+        if rest:
+            raise error(PARAMETER_NOT_ALLOWED, "VAVerage takes [DISPlay|CYCLe,]source")
+        rate, n = self.effective_acquisition()
+        dt_s = 1.0 / rate
+        t_s = self.bench.clock.now_s() - dt_s * np.arange(n - 1, -1, -1, dtype=np.float64)
+        try:
+            volts = self._input_v(channel, t_s)
+        except ScpiError as exc:  # measurement impossible: queue the error, answer "no result"
+            self.engine.push_error(exc.code, exc.text)
+            return self._reply(":MEAS:VAV", fmt_float(NO_RESULT))
+        if self.noise_v > 0:
+            volts = volts + self.bench.rng.normal(0.0, self.noise_v, size=n)
+        record = self._quantise(channel, volts, float(t_s[0]), dt_s)  # trips on clipping
+        volts = record.codes.astype(np.float64) * (DIVISIONS_Y * record.scale_v / 65536)
+        volts += record.offset_v
+        if interval == "CYCL":
+            volts = _whole_cycles(volts)
+        return self._reply(":MEAS:VAV", fmt_float(float(np.mean(volts))))
 
     # -- read-out --------------------------------------------------------------------
     def _stale(self) -> None:

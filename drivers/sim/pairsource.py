@@ -1,17 +1,19 @@
 """Simulated photon-pair source of the entanglement network (physics.md section 2).
 
 A bench element (no command set) between the lasers, the TEC and the time taggers: two pump
-lasers drive a microring whose resonances follow the TEC, spontaneous four-wave mixing (SFWM)
-emits photon pairs into demultiplexed channels, every photon crosses its user's unbalanced
-(Franson) interferometer and is detected by a superconducting nanowire detector (SNSPD) on an
-input of a simulated ID1000 (:mod:`drivers.sim.idq_id1000`, option ``source``). Everything
-here is in TRUE (bench) time; each tagger maps it to its own free-running clock.
+lasers drive a microring whose resonances follow the chip on the TEC, spontaneous four-wave
+mixing (SFWM) emits photon pairs into demultiplexed channels, every photon crosses its user's
+unbalanced (Franson) interferometer and is detected by a superconducting nanowire detector
+(SNSPD) on an input of a simulated ID1000 (:mod:`drivers.sim.idq_id1000`, option
+``source``). Everything here is in TRUE (bench) time; each tagger maps it to its own
+free-running clock.
 
 Pumps and ring (read from the simulated instruments when a block is generated)
 --------------------------------------------------------------------------------
 For each :class:`PumpPhysics` p, its laser emits P_p = ``optical_power_mw()`` (mW; 0 while
-emission is off) at nu_p = c / ``wavelength_m``. The ring resonance at stage temperature T
-(``temperature_c()`` of the TEC ``physics.tec``) is
+emission is off) at nu_p = c / ``wavelength_m``. The ring resonance at chip temperature T
+(``chip_temperature_c()`` of the TEC ``physics.tec``: the chip on the stage that the TEC's
+thermistor reads, :mod:`drivers.sim.arroyo`) is
 
     nu_res,p(T) = c / resonance_nm + thermo_optic_hz_per_k * (T - reference_temperature_c)
 
@@ -96,8 +98,29 @@ non-degenerate process at 1 + 1 mW, interferometer delay 800 ps, visibility 0.98
 index 1.468. With eta = 0.025 * 0.7 each channel (three processes, 12e6 pairs/s at 1 mW per
 pump) sees about 105 kHz of pair photons: physics.md's 50-150 kHz per channel.
 
+Interferometer reference light (electrical outputs)
+---------------------------------------------------
+Each user's interferometer also carries classical reference light (a laser outside the
+photon channels, split off by the demultiplexer, so it adds no counts), read after a 90-degree
+optical hybrid by two photodiodes, in quadrature: the phase-lock loops' error signals. Output
+``2k + 1`` of the element is the I photodiode and ``2k + 2`` the Q photodiode of the k-th user
+(k = 0, 1, ... in ``physics.users`` order: alice's I is ``"pairs:1"`` on the entanglement
+bench, where the element is named after ``[entanglement] source``)::
+
+    V_I(t) = reference_dc_v + reference_amplitude_v * reference_visibility * cos(phi_U(t))
+    V_Q(t) = reference_dc_v + reference_amplitude_v * reference_visibility * sin(phi_U(t))
+
+with phi_U the photons' user phase below (its value for the 10 ms block containing t: the
+phase of a block already generated is the one its photons saw). The reference light's own
+phase would scale with its optical frequency; the constant ratio is a calibration the lock
+absorbs, so the photons' phase is used as is. Defaults: 0.2 V mean, 0.15 V amplitude (a few
+hundred microwatts on a photodiode with a 1 kOhm transimpedance), visibility 0.95 (a fibre
+Michelson's classical fringe contrast with imperfect splitting and polarisation); the swing
+0.06..0.34 V stays inside a scope's default +-0.4 V range.
+
 Ground truth for tests: :meth:`pair_rate_hz`, :meth:`pump_power_in_ring_mw`,
-:meth:`ring_detuning_hz`, :meth:`channel_latency_ps`, :meth:`user_phase_rad`,
+:meth:`ring_detuning_hz`, :meth:`channel_latency_ps`, :meth:`user_phase_rad` (and
+:meth:`user_phases_rad` for many times),
 :meth:`expected_singles_hz` and, with ``keep_truth=True``, :meth:`truth_pair_dt_ps` and
 :meth:`truth_singles` (recorded once per block when first generated).
 """
@@ -183,6 +206,9 @@ class PairSourcePhysics:
     franson_visibility: float = 0.98  #: intrinsic two-photon interference visibility
     fibre_index: float = 1.468
     block_s: float = 0.01  #: generation block (events are drawn block by block)
+    reference_dc_v: float = 0.2  #: mean voltage of each reference-light photodiode
+    reference_amplitude_v: float = 0.15  #: fringe amplitude at visibility 1
+    reference_visibility: float = 0.95  #: classical fringe visibility of the reference light
 
 
 @nb.njit(cache=True, nogil=True)
@@ -327,6 +353,11 @@ class PhotonPairSource:
                 raise ValueError(f"channel {c.label}: jitter too large for the constant latency")
         if not (p.block_s > 0 and p.linewidth_hz > 0 and 0 <= p.franson_visibility <= 1):
             raise ValueError("block_s and linewidth_hz must be > 0, visibility in [0, 1]")
+        if not (p.reference_amplitude_v >= 0 and 0 <= p.reference_visibility <= 1):
+            raise ValueError(
+                f"reference light: amplitude {p.reference_amplitude_v!r} V must be >= 0 and "
+                f"visibility {p.reference_visibility!r} in [0, 1]"
+            )
 
     def _find_processes(self) -> tuple[_Process, ...]:
         pa, pb = self._pump_labels
@@ -356,8 +387,21 @@ class PhotonPairSource:
 
     # -- physics now ---------------------------------------------------------------------------
     def output_v(self, channel: int, t_s: np.ndarray) -> np.ndarray:
-        """The source has no electrical outputs (bench SignalSource protocol): zeros."""
-        return np.zeros(np.shape(t_s))
+        """Reference-light photodiode voltages at true times ``t_s`` (bench SignalSource
+        protocol): channel 2k + 1 is the I and 2k + 2 the Q output of the k-th user (module
+        docstring). float64 volts, the shape of ``t_s``."""
+        users = self.physics.users
+        if isinstance(channel, bool) or not 1 <= channel <= 2 * len(users):
+            names = [u.name for u in users]
+            raise ValueError(
+                f"{self.name}: no output {channel!r}; outputs 1..{2 * len(users)} are the I, Q "
+                f"reference photodiodes of users {names} in that order"
+            )
+        phase = self.user_phases_rad(users[(channel - 1) // 2].name, t_s)
+        p = self.physics
+        swing_v = p.reference_amplitude_v * p.reference_visibility
+        quadrature = np.cos(phase) if channel % 2 == 1 else np.sin(phase)
+        return p.reference_dc_v + swing_v * quadrature
 
     def _pump(self, label: int) -> PumpPhysics:
         for pump in self.physics.pumps:
@@ -366,7 +410,8 @@ class PhotonPairSource:
         raise KeyError(f"{self.name}: no pump labelled {label}")
 
     def ring_temperature_c(self) -> float:
-        return float(self.bench.instruments[self.physics.tec].temperature_c())
+        """The microring's (chip's) temperature now (degC), from the TEC simulator."""
+        return float(self.bench.instruments[self.physics.tec].chip_temperature_c())
 
     def ring_detuning_hz(self, label: int) -> float:
         """nu_laser - nu_res(T) of the pump ``label`` now (Hz)."""
@@ -449,6 +494,33 @@ class PhotonPairSource:
             if cond is not None:
                 return cond.phases[user]
             return self._phase_now(self._users[user], k)
+
+    def user_phases_rad(self, user: str, t_s: np.ndarray) -> np.ndarray:
+        """phi_U at every true time of ``t_s`` (float64, its shape), as :meth:`user_phase_rad`;
+        evaluated once per 10 ms block (the phase is constant within a block)."""
+        u = self._users[user]
+        t = np.asarray(t_s, dtype=np.float64)
+        blocks = np.floor(np.rint(t * 1e12) / self._block_ps).astype(np.int64)
+        ks, where = np.unique(blocks, return_inverse=True)
+        phases = np.empty(ks.size, dtype=np.float64)
+        with self._lock:
+            fresh = []
+            for i, k in enumerate(ks.tolist()):
+                cond = self._conditions.get(k)
+                if cond is not None:
+                    phases[i] = cond.phases[user]
+                else:
+                    fresh.append(i)
+            if fresh:  # blocks not generated yet: their phase now, one shifter read for all
+                k_fresh = ks[fresh]
+                volts = np.zeros(k_fresh.size)
+                if u.phase_port is not None:
+                    name, channel = u.phase_port
+                    starts_s = k_fresh * self._block_ps * 1e-12
+                    volts = np.asarray(self.bench.instruments[name].output_v(channel, starts_s))
+                walk = np.array([self._walks[user].at(int(k)) for k in k_fresh])
+                phases[fresh] = u.phase_offset_rad + u.rad_per_v * volts + walk
+        return phases[where].reshape(t.shape)
 
     # -- generation ----------------------------------------------------------------------------
     def generate_for(
