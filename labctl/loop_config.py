@@ -180,7 +180,7 @@ def _range_of(
     lo, hi = -math.inf, math.inf
     declared = driver_class(models[instrument]).settings().get(setting)
     if declared is not None and declared.model_range is not None:
-        lo, hi = (float(v) for v in declared.model_range)
+        lo, hi = float(declared.model_range.low), float(declared.model_range.high)
     bench = limits.get(instrument, {}).get(setting)
     if bench is not None:
         lo, hi = max(lo, float(bench[0])), min(hi, float(bench[1]))
