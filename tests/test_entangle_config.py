@@ -150,7 +150,10 @@ def test_sim_user_rad_per_v_follows_volts_per_2pi_unless_given() -> None:
 def test_sim_specs_feed_the_taggers_from_the_pair_source() -> None:
     config = load_bench(ENTANGLEMENT)
     specs = {s.name: s for s in sim_specs(config)}
-    assert set(specs) == {"pump0", "pump10", "tec1", "awg1", "awg2", "tdc1", "tdc2"}
+    assert set(specs) == {
+        *("pump0", "pump10", "tec1", "awg1", "awg2", "tdc1", "tdc2"),
+        *("wm0", "wm10", "scope1", "scope2"),  # the loops' wavemeters and reference scopes
+    }
     assert dict(specs["tdc1"].options) == {
         "source": "pairs",
         "tagger_jitter_ps": 4.0,
@@ -173,6 +176,9 @@ def test_sim_specs_source_from_the_section_or_the_tagger() -> None:
     data = shipped()
     data["entanglement"]["source"] = "ring"
     data["instruments"]["tdc2"]["sim"]["source"] = "other"
+    wiring = data["bench"]["wiring"]  # the reference photodiodes follow the source's name
+    for dest, src in wiring.items():
+        wiring[dest] = src.replace("pairs:", "ring:")
     specs = {s.name: s for s in sim_specs(parse_bench(data, ENTANGLEMENT))}
     assert specs["tdc1"].options["source"] == "ring"
     assert specs["tdc2"].options["source"] == "other"
@@ -181,6 +187,9 @@ def test_sim_specs_source_from_the_section_or_the_tagger() -> None:
 def test_sim_specs_without_a_twin_leave_the_taggers_alone() -> None:
     data = shipped()
     del data["entanglement"]["sim"]
+    wiring = data["bench"]["wiring"]  # no twin: no reference light to wire
+    for dest in [d for d, src in wiring.items() if src.startswith("pairs:")]:
+        del wiring[dest]
     config = parse_bench(data, ENTANGLEMENT)
     assert config.entanglement is not None and config.entanglement.sim is None
     specs = {s.name: s for s in sim_specs(config)}
