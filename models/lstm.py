@@ -16,12 +16,13 @@ the network never sees the absolute (unwrapped, unbounded) phase:
   increment across the last gap;
 * ``dphi_rate_rad_per_tick``: that increment divided by the gap length in ticks;
 * ``log_age``: ``log1p(ticks since the last measurement)`` (0 on a measured tick);
-* ``phase_ema{tau}s-anchor`` for each ``tau`` in ``phase_ema_taus_s`` (a few ticks): an
-  exponential average of the measured phases, sampled irregularly (on a measurement after a
-  gap of ``g`` ticks the old average keeps the weight ``exp(-g tick_s / tau)``), minus the
-  anchor. Within a scan it averages out the measurement noise of the anchor (a linear
+* ``phase_ema{tau}s-anchor`` for each ``tau`` in ``phase_ema_taus_s`` (a few ticks): the
+  exponentially weighted mean of the measured phases, minus the anchor. Weights
+  ``exp(-(t - t_j) tick_s / tau)`` for the measurement at tick ``t_j``, normalised by their
+  sum (so a short scan after a long gap is a plain average of its readings, not dominated by
+  its first one). Within a scan it averages out the measurement noise of the anchor (a linear
   combination of a few tau also removes the lag a drift gives an average); after a long gap
-  it restarts at the new measurement;
+  it restarts at the new measurements;
 * every telemetry channel's value (``telemetry_names``; the vibration reading flags bursts);
 * for each channel in ``ema_channels`` (the lab-air temperature) and each time constant
   ``tau`` of the filter bank ``ema_taus_s``: ``name@ema{tau}s-anchor`` = the exponential
@@ -74,9 +75,11 @@ shipped file against it. :func:`build_onnx` writes the graph (used by the traini
 Uncertainty: :meth:`LstmPredictor.predicted_std_rad` returns the RMS error measured on the
 validation traces for the current age (metadata ``residual_rms_rad`` per age bin).
 
-The runtime binds preallocated input/output buffers once (``io_binding``, two bindings that
-swap the state buffers every tick), which halved the per-call cost against ``session.run``
-with feeds (about 15 us against 35 us median on the 2-vCPU development machine).
+Run time (measured on the 2-vCPU development machine, other jobs running): the session call
+binds preallocated input/output buffers once (``io_binding``, two bindings that swap the state
+buffers every tick): 9 us median against 33 us for ``session.run`` with feeds. The features
+are built in plain Python floats (:class:`LstmFeaturesOne`; tiny numpy calls cost about 1 us
+each). A whole :meth:`LstmPredictor.step` takes about 18 us median, 55-80 us p99.
 """
 
 from __future__ import annotations
@@ -104,8 +107,10 @@ METADATA_FORMAT = "labctl.phase_drift_lstm/1"
 PHASE_FEATURES: tuple[str, ...] = ("measured", "dphi_rad", "dphi_rate_rad_per_tick", "log_age")
 """Phase-derived features, first in the feature vector (see the module docstring)."""
 
-INPUT_NAMES = ("x", "h_in", "c_in")
-OUTPUT_NAMES = ("y", "h_out", "c_out")
+INPUT_NAMES: tuple[str, ...] = ("x", "h_in", "c_in")
+"""Graph inputs: normalised features (1, F), hidden and cell state (layers, 1, hidden)."""
+OUTPUT_NAMES: tuple[str, ...] = ("y", "h_out", "c_out")
+"""Graph outputs: normalised predictions (1, n_horizons), next hidden and cell state."""
 
 
 def feature_names(
@@ -177,6 +182,7 @@ class LstmFeatures:
         self._ema = np.full((b, n, k), np.nan)
         self._ema_anchor = np.full((b, n, k), np.nan)
         self._pema = np.full((b, self._n_pema), np.nan)
+        self._pden = np.zeros((b, self._n_pema))
         self._out = np.zeros((b, self.n_features))
 
     def step(self, phase_rad: np.ndarray, telemetry: np.ndarray) -> np.ndarray:
@@ -197,11 +203,13 @@ class LstmFeatures:
         self.age_ticks = np.where(measured, 0.0, gap)
         reanchor = measured[:, None, None] | np.isnan(self._ema_anchor)
         self._ema_anchor = np.where(reanchor, self._ema, self._ema_anchor)
-        # irregularly sampled EMA of the measured phase: weight a^gap on the old value
-        a_eff = self._pa ** gap[:, None]
-        pema = a_eff * self._pema + (1.0 - a_eff) * phase[:, None]
-        pema = np.where(np.isnan(self._pema), phase[:, None], pema)
+        # exponentially weighted mean of the measured phases (irregular samples, normalised
+        # weights): den = sum of weights, the old ones decayed by a^gap
+        den = self._pa ** gap[:, None] * self._pden + 1.0
+        pema = np.where(np.isnan(self._pema), phase[:, None], self._pema)
+        pema = pema + (phase[:, None] - pema) / den
         self._pema = np.where(measured[:, None], pema, self._pema)
+        self._pden = np.where(measured[:, None], den, self._pden)
 
         out = self._out
         m, n = self._n_ema, self.n_telemetry
@@ -219,63 +227,99 @@ class LstmFeatures:
         out[:, j : j + m] = (src - self._ema).reshape(self.batch, m)
         return out
 
-    def step_one(self, phase_rad: float, telemetry: np.ndarray, out: np.ndarray) -> None:
-        """Batch-1 fast path of :meth:`step` (same arithmetic), writing the features to ``out``.
 
-        Used once per control tick by :class:`LstmPredictor`: plain float arithmetic for the
-        phase features and a handful of small-array ops for the EMA bank.
-        """
-        tel = telemetry
-        total = tel.sum()
-        if total != total:  # some reading is NaN: hold its previous value
-            tel = np.where(np.isnan(tel), self._tel[0], tel)
-        self._tel[0] = tel
-        src = tel[self.ema_channels][:, None]
-        ema = self._ema[0]
-        if ema[0, 0] != ema[0, 0]:  # first tick: start at the reading
-            ema[:] = src
-        else:
-            ema *= self._a[0]
-            ema += (1.0 - self._a[0]) * src
-        anchor = self.anchor_rad[0]
-        gap = self.age_ticks[0] + 1.0
-        ema_anchor = self._ema_anchor[0]
-        pema = self._pema[0]
+class LstmFeaturesOne:
+    """Batch-1 form of :class:`LstmFeatures` in plain Python floats, for the control tick.
+
+    The same arithmetic in the same order (IEEE doubles either way), so the features agree
+    with the batched builder used in training (tested); a few dozen float operations cost
+    less here than the same number of tiny numpy calls.
+    """
+
+    def __init__(
+        self,
+        n_telemetry: int,
+        ema_taus_s: tuple[float, ...],
+        tick_s: float,
+        *,
+        ema_channels: tuple[int, ...],
+        phase_ema_taus_s: tuple[float, ...],
+    ) -> None:
+        ref = LstmFeatures(  # validates the arguments
+            n_telemetry,
+            ema_taus_s,
+            tick_s,
+            ema_channels=ema_channels,
+            phase_ema_taus_s=phase_ema_taus_s,
+        )
+        self.n_telemetry = n_telemetry
+        self.n_features = ref.n_features
+        self._channels = [int(i) for i in ema_channels]
+        self._a = [float(v) for v in ref._a.ravel()]
+        self._b = [1.0 - a for a in self._a]
+        self._pa = [float(v) for v in ref._pa.ravel()]
+        self._n_tau = len(self._a)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (no anchor, EMAs restart at the next telemetry)."""
+        n_ema = len(self._channels) * self._n_tau
+        self.anchor_rad = math.nan
+        self.age_ticks = 0.0
+        self._tel = [math.nan] * self.n_telemetry
+        self._ema = [math.nan] * n_ema
+        self._ema_anchor = [math.nan] * n_ema
+        self._pema = [math.nan] * len(self._pa)
+        self._pden = [0.0] * len(self._pa)
+
+    def step(self, phase_rad: float, telemetry: list[float]) -> list[float]:
+        """Advance one tick; ``phase_rad`` NaN = not measured. Returns the raw features."""
+        tel = self._tel
+        for i, v in enumerate(telemetry):
+            if v == v:  # NaN holds the previous reading
+                tel[i] = v
+        ema, ema_anchor = self._ema, self._ema_anchor
+        k = 0
+        for c in self._channels:
+            src = tel[c]
+            for a, b in zip(self._a, self._b, strict=True):
+                e = ema[k]
+                ema[k] = src if e != e else a * e + b * src
+                k += 1
+        anchor = self.anchor_rad
+        gap = self.age_ticks + 1.0
+        pema = self._pema
         if phase_rad == phase_rad:  # measured
             dphi = phase_rad - anchor if anchor == anchor else 0.0
-            self.anchor_rad[0] = phase_rad
-            self.age_ticks[0] = 0.0
+            self.anchor_rad = anchor = phase_rad
+            self.age_ticks = 0.0
             ema_anchor[:] = ema
-            if pema[0] == pema[0]:
-                a_eff = self._pa[0] ** gap
-                pema[:] = a_eff * pema + (1.0 - a_eff) * phase_rad
-            else:
-                pema[:] = phase_rad
-            out[0] = 1.0
-            out[1] = dphi
-            out[2] = dphi / gap
-            out[3] = 0.0
-            anchor = phase_rad
+            pden = self._pden
+            for j, pa in enumerate(self._pa):
+                pden[j] = pa**gap * pden[j] + 1.0
+                m = pema[j]
+                if m != m:
+                    m = phase_rad
+                pema[j] = m + (phase_rad - m) / pden[j]
+            feats = [1.0, dphi, dphi / gap, 0.0]
         else:
-            if ema_anchor[0, 0] != ema_anchor[0, 0]:
-                ema_anchor[:] = ema
-            self.age_ticks[0] = gap
-            out[0] = 0.0
-            out[1] = 0.0
-            out[2] = 0.0
-            out[3] = math.log1p(gap)
-        m, n = self._n_ema, self.n_telemetry
-        j = len(PHASE_FEATURES)
+            for j, e in enumerate(ema_anchor):
+                if e != e:
+                    ema_anchor[j] = ema[j]
+            self.age_ticks = gap
+            feats = [0.0, 0.0, 0.0, math.log1p(gap)]
         if anchor == anchor:
-            np.subtract(pema, anchor, out=out[j : self._j_tel])
+            feats += [m - anchor for m in pema]
         else:
-            out[j : self._j_tel] = 0.0
-        j = self._j_tel
-        out[j : j + n] = tel
-        j += n
-        np.subtract(ema, ema_anchor, out=out[j : j + m].reshape(ema.shape))
-        j += m
-        np.subtract(src, ema, out=out[j : j + m].reshape(ema.shape))
+            feats += [0.0] * len(pema)
+        feats += tel
+        feats += [e - a for e, a in zip(ema, ema_anchor, strict=True)]
+        k = 0
+        for c in self._channels:
+            src = tel[c]
+            feats += [src - e for e in ema[k : k + self._n_tau]]
+            k += self._n_tau
+        return feats
 
 
 @dataclass(frozen=True)
@@ -625,10 +669,12 @@ def load_weights(model_path: str | os.PathLike[str] = DEFAULT_MODEL_PATH) -> Lst
 class LstmPredictor(DriftPredictor):
     """Phase-drift predictor running the exported LSTM with onnxruntime, one call per tick.
 
-    ``LstmPredictor(model_path=None)`` loads the shipped ``phase_drift_lstm.onnx``. The
-    horizons, telemetry channels and normalisation come from the model's metadata
-    (:attr:`metadata`); ``step`` expects telemetry in the order of
-    ``metadata.telemetry_names``.
+    ``LstmPredictor(model_path=None, *, horizons_ticks=None)`` loads the shipped
+    ``phase_drift_lstm.onnx`` (or ``model_path``). The horizons, telemetry channels and
+    normalisation come from the model's metadata (:attr:`metadata`); ``horizons_ticks`` may
+    select a subset of the model's horizons (anything else is refused: the horizons are
+    trained in). ``step`` expects telemetry in the order of ``metadata.telemetry_names``.
+    The session is created with one intra-op and one inter-op thread, sequential execution.
     """
 
     name = "lstm"
@@ -661,15 +707,21 @@ class LstmPredictor(DriftPredictor):
         cols = np.array([meta.horizons_ticks.index(h) for h in self.horizons_ticks])
         n_f, n_h = len(meta.feature_names), len(meta.horizons_ticks)
         state_shape = (meta.num_layers, 1, meta.hidden_size)
-        self._features = LstmFeatures(
+        self._features = LstmFeaturesOne(
             len(meta.telemetry_names),
             meta.ema_taus_s,
             meta.tick_s,
             ema_channels=tuple(meta.telemetry_names.index(c) for c in meta.ema_channels),
             phase_ema_taus_s=meta.phase_ema_taus_s,
         )
-        self._inv_std = (1.0 / meta.input_std.astype(np.float64)).astype(np.float64)
-        self._mean = meta.input_mean.astype(np.float64)
+        # normalisation as (mean, 1/std) pairs of Python floats
+        self._norm = list(
+            zip(
+                meta.input_mean.astype(np.float64).tolist(),
+                (1.0 / meta.input_std.astype(np.float64)).tolist(),
+                strict=True,
+            )
+        )
         # Preallocated buffers shared with onnxruntime (OrtValues wrap the numpy memory).
         self._x = np.zeros((1, n_f), dtype=np.float32)
         self._y = np.zeros((1, n_h), dtype=np.float32)
@@ -690,14 +742,17 @@ class LstmPredictor(DriftPredictor):
             io.bind_ortvalue_output("c_out", c_v[1 - k])
             self._bindings.append(io)
         self._keepalive = (x_v, y_v, h_v, c_v)
-        self._feat_buf = np.zeros(n_f, dtype=np.float64)
-        self._tel_shape = (len(meta.telemetry_names),)
-        self._h_ticks = np.asarray(self.horizons_ticks, dtype=np.float64)
-        self._floor2 = meta.scale_floor_rad[cols] ** 2
-        self._rate2 = meta.scale_rate_rad_per_tick[cols] ** 2
-        # outputs returned: all of y, or the requested columns
-        self._y_out = self._y[0] if cols.size == n_h and (cols == np.arange(n_h)).all() else None
-        self._cols = cols
+        self._n_tel = len(meta.telemetry_names)
+        # per returned horizon: (model output column, h, floor^2, rate^2) as Python numbers
+        self._out_spec = [
+            (
+                int(k),
+                float(meta.horizons_ticks[k]),
+                float(meta.scale_floor_rad[k]) ** 2,
+                float(meta.scale_rate_rad_per_tick[k]) ** 2,
+            )
+            for k in cols
+        ]
         self._age_edges = meta.residual_age_edges_ticks.tolist()
         self._n_age_bins = len(self._age_edges) - 1
         self._std_table = meta.residual_rms_rad[:, cols].copy()
@@ -726,12 +781,12 @@ class LstmPredictor(DriftPredictor):
     @property
     def anchor_rad(self) -> float:
         """The last measured phase, rad (NaN before the first measurement)."""
-        return float(self._features.anchor_rad[0])
+        return self._features.anchor_rad
 
     @property
     def age_ticks(self) -> float:
         """Ticks since the last measurement."""
-        return float(self._features.age_ticks[0])
+        return self._features.age_ticks
 
     @property
     def last_input(self) -> np.ndarray:
@@ -746,28 +801,39 @@ class LstmPredictor(DriftPredictor):
         self._std_rad = self._nan_std
 
     def step(self, phase_rad: float, telemetry: np.ndarray) -> np.ndarray:
-        tel = np.asarray(telemetry, dtype=np.float64)
-        if tel.shape != self._tel_shape:
+        """One control tick (see :class:`models.base.DriftPredictor`).
+
+        ``phase_rad`` NaN (or inf) = not measured. A NaN telemetry reading holds the channel's
+        previous reading (its training mean if it was never read).
+        """
+        tel = telemetry.tolist() if isinstance(telemetry, np.ndarray) else list(telemetry)
+        if len(tel) != self._n_tel or (tel and isinstance(tel[0], list)):
             raise ValueError(
-                f"LstmPredictor.step: telemetry shape {tel.shape}, expected "
-                f"{self._tel_shape} = {self.metadata.telemetry_names}"
+                f"LstmPredictor.step: telemetry shape {np.shape(telemetry)}, expected "
+                f"({self._n_tel},) = {self.metadata.telemetry_names}"
             )
-        feats = self._feat_buf
-        self._features.step_one(float(phase_rad), tel, feats)
-        feats -= self._mean
-        feats *= self._inv_std
-        self._x[0] = feats
+        z = float(phase_rad)
+        if not math.isfinite(z):  # NaN or inf: not measured
+            z = math.nan
+        feats = self._features.step(z, tel)
+        x = [(f - m) * s for f, (m, s) in zip(feats, self._norm, strict=True)]
+        total = sum(x)
+        if total != total:  # a channel never read yet: count it at its training mean (0)
+            x = [v if v == v else 0.0 for v in x]
+        self._x[0] = x  # float32 buffer bound to the session
         self.session.run_with_iobinding(self._bindings[self._cur])
         self._cur = 1 - self._cur
-        anchor = self._features.anchor_rad[0]
-        age = self._features.age_ticks[0]
-        span = self._h_ticks + age
-        span *= span
-        span *= self._rate2
-        span += self._floor2
-        out = np.sqrt(span)  # output_scale_rad, inlined
-        out *= self._y[0, self._cols] if self._y_out is None else self._y_out
-        out += anchor  # NaN before the first measurement
+        features = self._features
+        anchor = features.anchor_rad
+        age = features.age_ticks
+        y = self._y[0].tolist()
+        # phase(t + h) = anchor + output_scale_rad(age) * y  (NaN before the first measurement)
+        out = np.array(
+            [
+                anchor + math.sqrt(f2 + r2 * (h + age) * (h + age)) * y[k]
+                for k, h, f2, r2 in self._out_spec
+            ]
+        )
         if anchor == anchor:
             k = min(bisect.bisect_right(self._age_edges, age) - 1, self._n_age_bins - 1)
             self._std_rad = self._std_table[k]
