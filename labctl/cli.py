@@ -59,6 +59,21 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _stop_on_ctrl_c(what: str) -> tuple[threading.Event, Any]:
+    """Install a SIGINT handler: the first Ctrl-C sets the returned event (and says ``what``
+    happens), a second one aborts at once. Returns (event, previous handler): restore it with
+    ``signal.signal(signal.SIGINT, previous)``."""
+    stop = threading.Event()
+
+    def interrupt(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        _progress(f"{what} (Ctrl-C again to abort)")
+        stop.set()
+
+    return stop, signal.signal(signal.SIGINT, interrupt)
+
+
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "config",
@@ -269,15 +284,7 @@ def _run_isaqn(args: argparse.Namespace, config: BenchConfig) -> int:
     from labctl.isaqn_job import JobError, run_isaqn
     from labctl.isaqn_record import IsaqnRecorder
 
-    stop = threading.Event()
-
-    def interrupt(signum: int, frame: object) -> None:
-        if stop.is_set():  # a second Ctrl-C: do not wait for the record in flight
-            raise KeyboardInterrupt
-        _progress("stopping after the current record (Ctrl-C again to abort)")
-        stop.set()
-
-    previous = signal.signal(signal.SIGINT, interrupt)
+    stop, previous = _stop_on_ctrl_c("stopping after the current record")
     recorder: IsaqnRecorder | None = None
     display = LiveDisplay(plain=True if args.plain or args.json else None)
     iq = config.isaqn
@@ -339,15 +346,7 @@ def _run_entanglement(args: argparse.Namespace, config: BenchConfig) -> int:
             "--output: entanglement runs are not recorded yet (time-tag recording is not "
             "implemented); run without it"
         )
-    stop = threading.Event()
-
-    def interrupt(signum: int, frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        _progress("stopping after the current read (Ctrl-C again to abort)")
-        stop.set()
-
-    previous = signal.signal(signal.SIGINT, interrupt)
+    stop, previous = _stop_on_ctrl_c("stopping after the current read")
     display = EntanglementDisplay(plain=True if args.plain or args.json else None)
     try:
         display.start()
@@ -375,15 +374,7 @@ def cmd_loops(args: argparse.Namespace) -> int:
     from labctl.loops_job import LoopsJobError, run_loops
 
     config = load_bench(args.config)
-    stop = threading.Event()
-
-    def interrupt(signum: int, frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        _progress("stopping the loops (Ctrl-C again to abort)")
-        stop.set()
-
-    previous = signal.signal(signal.SIGINT, interrupt)
+    stop, previous = _stop_on_ctrl_c("stopping the loops")
     display = LoopsDisplay(plain=True if args.plain or args.json else None)
     try:
         display.start()

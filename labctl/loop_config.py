@@ -97,6 +97,11 @@ UNITS: dict[str, tuple[str, str]] = {
 }
 
 
+def fine_tuning_mhz_per_pm(wavelength_nm: float) -> float:
+    """|d frequency / d wavelength| near ``wavelength_nm``: MHz per pm (~124.8 at 1550 nm)."""
+    return SPEED_OF_LIGHT_M_S / (wavelength_nm * 1e-9) ** 2 * 1e-12 / 1e6
+
+
 @dataclass(frozen=True)
 class LoopConfig:
     """One checked ``[[loops]]`` table (see the module docstring for the kinds)."""
@@ -227,7 +232,7 @@ def _parse_loop(
             )
         extra["setpoint_nm"] = setpoint_nm
         pm_lo, pm_hi = _range_of(refs["laser"], "fine_tuning_pm", models, limits)
-        mhz_per_pm = SPEED_OF_LIGHT_M_S / (setpoint_nm * 1e-9) ** 2 * 1e-12 / 1e6
+        mhz_per_pm = fine_tuning_mhz_per_pm(setpoint_nm)
         # more pm is a longer wavelength: a lower frequency
         output_range = (-pm_hi * mhz_per_pm, -pm_lo * mhz_per_pm)
         setpoint = t.number("setpoint", 0.0)

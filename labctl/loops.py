@@ -28,13 +28,12 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from drivers.instrument import Instrument
 from drivers.sim.clock import VirtualClock
-from labctl.loop_config import SPEED_OF_LIGHT_M_S, LoopConfig
+from labctl.loop_config import LoopConfig, fine_tuning_mhz_per_pm
 from labctl.loop_runner import (
     AdvancingClock,
     LoopClock,
@@ -73,11 +72,6 @@ def loop_clock(vclock: VirtualClock | None) -> LoopClock:
     if not vclock.realtime:
         return AdvancingClock(vclock.now_s, vclock.advance)
     return VirtualTimeClock(vclock)
-
-
-def fine_tuning_mhz_per_pm(wavelength_nm: float) -> float:
-    """|d frequency / d wavelength| near ``wavelength_nm``: MHz per pm (~124.8 at 1550 nm)."""
-    return SPEED_OF_LIGHT_M_S / (wavelength_nm * 1e-9) ** 2 * 1e-12 / 1e6
 
 
 def quadrature_phase_rad(i_v: float, q_v: float, dc_v: float) -> float:
@@ -274,21 +268,3 @@ class BenchLoops:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def wait_s(clock: LoopClock, duration_s: float, stop: threading.Event | None = None) -> None:
-    """Let ``duration_s`` pass on a loop clock (advances a manual clock)."""
-    stop = stop or threading.Event()
-    clock.wait_until(clock.now_s() + duration_s, stop)
-
-
-__all__ = [
-    "BenchLoops",
-    "VirtualTimeClock",
-    "fine_tuning_mhz_per_pm",
-    "loop_clock",
-    "quadrature_phase_rad",
-    "wait_s",
-]
-
-_ = time  # wall time is only used through the clocks
