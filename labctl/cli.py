@@ -135,6 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plain", action="store_true", help="ISAQN: plain text updates even on a terminal"
     )
+    p.add_argument(
+        "--no-loops",
+        action="store_true",
+        help="entanglement: do not run the bench file's [[loops]] (the TEC's own PID holds the "
+        "ring, the phase shifters are stepped open-loop); interlocks still run",
+    )
+    p.add_argument(
+        "--interlock-log",
+        type=Path,
+        default=None,
+        metavar="FILE.jsonl",
+        help="entanglement: append every interlock trip, action and reset to this file",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -351,7 +364,13 @@ def _run_entanglement(args: argparse.Namespace, config: BenchConfig) -> int:
     try:
         display.start()
         last, info = run_entanglement(
-            config, duration_s=args.duration_s, sinks=[display], progress=_progress, stop=stop
+            config,
+            duration_s=args.duration_s,
+            sinks=[display],
+            progress=_progress,
+            stop=stop,
+            loops=not args.no_loops,
+            interlock_log=args.interlock_log,
         )
     except JobError as exc:
         raise CliError(str(exc)) from exc

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from labctl.entangle_status import EntanglementStatus, PairStatus
 from labctl.isaqn_display import LiveDisplay, _num
+from labctl.loops_display import control_lines, control_renderables
 
 
 def _pm(value: float, err: float, spec: str, scale: float = 1.0) -> str:
@@ -78,6 +79,7 @@ def format_status_lines(status: EntanglementStatus) -> list[str]:
     lines.append(" ".join(h.rjust(w) for h, w in zip(HEADERS, widths, strict=True)))
     for r in status.pairs:
         lines.append(" ".join(c.rjust(w) for c, w in zip(_cells(r), widths, strict=True)))
+    lines += control_lines(status.loops, status.interlocks)
     lines += [f"! {m}" for m in status.messages]
     return lines
 
@@ -95,6 +97,7 @@ def status_renderable(status: EntanglementStatus) -> RenderableType:
         Text(format_instrument_line(status)),
         table,
     ]
+    parts += control_renderables(status.loops, status.interlocks)
     parts += [Text(f"! {m}", "yellow") for m in status.messages]
     return Group(*parts)
 

@@ -8,19 +8,31 @@ actuators: ring TEC, pump lasers and the users' interferometer phase shifters.
 
 Steps of :meth:`EntanglementJob.run`:
 
-1. ring TEC to its setpoint (waits until within 0.01 degC), pumps to their wavelengths and
-   powers with emission on (waits for the diodes), phase shifters to DC 0 V, the channels'
-   inputs enabled and every other input disabled, streams started;
-2. loop: read every tagger, push to the stream, feed the merged tags to the monitor; step the
+1. the bench file's interlocks armed (:class:`~labctl.bench_control.BenchControl`: their own
+   watchdog threads); ring TEC to its setpoint through the controller's own PID (waits until
+   within 0.01 degC), pumps to their wavelengths and powers with emission on (waits for the
+   diodes), phase shifters to DC, the channels' inputs enabled and every other input disabled;
+2. the bench file's ``[[loops]]`` engaged (unless ``loops=False``, ``labctl run --no-loops``):
+   every ``autostart`` loop (the ring TEC handed over bumplessly to the host PID, the pump
+   wavemeter locks) and the phase lock of every user's interferometer; the job waits until the
+   locks hold (``LOCK_TOLERANCE``), then starts the taggers' streams. A loop that holds one of
+   the job's actuators must agree with the [entanglement] section (ring temperature, pump
+   wavelength, volts per 2 pi), or the job refuses to start;
+3. loop: read every tagger, push to the stream, feed the merged tags to the monitor; step the
    users' phases (:func:`~labctl.entangle_monitor.scan_phases`) every ``step_s`` of data,
-   leaving ``settle_s`` of data out after each change; every ``update_s`` of data emit an
-   :class:`~labctl.entangle_status.EntanglementStatus` with the instruments' state;
-3. on ``duration_s`` of data, ``stop`` (Ctrl-C) or an error: instruments to their safe state
+   leaving ``settle_s`` of data out after each change; a locked user's phase is stepped by
+   moving its lock's setpoint with the volts fed forward (the lock then holds the scan phase
+   against the interferometer's drift), an unlocked one by writing its phase shifter; every
+   ``update_s`` of data emit an :class:`~labctl.entangle_status.EntanglementStatus` with the
+   instruments', loops' and interlocks' state;
+4. on ``duration_s`` of data, ``stop`` (Ctrl-C) or an error: loops stopped and their actuators
+   handed back, watchdog stopped, instruments to their safe state
    (:meth:`labctl.bench.Bench.close`: pumps off, phase shifters off, TEC ramped down and off,
    streams stopped).
 
 With ``bench.clock = "manual"`` the job moves the simulated clock itself (``tick_s`` per
-read), so tests run it exactly and faster than real time.
+read, ticking the loops due on the way; the interlocks are evaluated at every update), so tests
+run it exactly and faster than real time.
 """
 
 from __future__ import annotations
@@ -30,11 +42,13 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from drivers.errors import InstrumentError
 from drivers.sim.clock import VirtualClock
 from labctl.bench import Bench
+from labctl.bench_control import BenchControl, ControlError
 from labctl.config import BenchConfig
 from labctl.entangle_config import EntanglementConfig
 from labctl.entangle_monitor import EntanglementMonitor, scan_phases
@@ -49,6 +63,9 @@ PS_PER_S = 1_000_000_000_000
 #: TEC within this of its setpoint, for this many readings 50 ms apart, before the pumps go on
 TEC_READY_C = 0.01
 TEC_STEADY_READINGS = 20
+#: lock tolerances before the taggers start (loop units) and how long locking may take (s)
+LOCK_TOLERANCE = {"laser_lock": 20.0, "phase_lock": 0.1}
+LOCK_TIMEOUT_S = 30.0
 
 
 class JobError(RuntimeError):
@@ -65,6 +82,8 @@ class EntanglementJob:
         *,
         progress: Progress | None = None,
         tick_s: float = 0.05,
+        loops: bool = True,
+        interlock_log: Path | None = None,
     ) -> None:
         if config.entanglement is None:
             raise JobError(f"{config.path}: no [entanglement] section")
@@ -86,6 +105,58 @@ class EntanglementJob:
         self.lost_events = 0
         self.step = -1
         self._step_end_ps: int | None = None
+        #: user -> (phase-lock loop, volts per 2 pi) for the users whose phase a loop holds
+        self.phase_locks: dict[str, tuple[str, float]] = {}
+        self.control: BenchControl | None = None
+        names = self._loop_names() if loops else []
+        if names or config.interlocks:
+            host = bench.sim_host
+            self.control = BenchControl(
+                config,
+                bench.instruments,
+                vclock=None if host is None else host.bench.clock,
+                names=names,
+                interlock_log=interlock_log,
+            )
+
+    def _loop_names(self) -> list[str]:
+        """The loops this job runs: every ``autostart`` loop, plus the phase locks of the
+        users' interferometers (the phase scan then moves their setpoints). A loop that holds
+        one of the job's actuators must agree with the [entanglement] section."""
+        ent, path = self.ent, self.config.path
+        pumps = {p.laser: p for p in ent.pumps}
+        shifters = {u.interferometer: u for u in ent.users if u.interferometer is not None}
+        names: list[str] = []
+        for cfg in self.config.loops:
+            where = f"{path}: loop {cfg.name!r}"
+            if cfg.kind == "temperature" and cfg.tec == ent.tec:
+                if abs(cfg.setpoint - ent.ring_temperature_c) > 1e-9:
+                    raise JobError(
+                        f"{where}: setpoint {cfg.setpoint:g} degC differs from "
+                        f"entanglement.ring_temperature_c = {ent.ring_temperature_c:g}"
+                    )
+            if cfg.kind == "laser_lock" and cfg.laser in pumps:
+                pump = pumps[cfg.laser]
+                assert cfg.setpoint_nm is not None
+                if abs(cfg.setpoint_nm - pump.wavelength_nm) > 1e-6:
+                    raise JobError(
+                        f"{where}: setpoint_nm {cfg.setpoint_nm:.4f} differs from the wavelength "
+                        f"of pump {pump.label} ({pump.wavelength_nm:.4f} nm) in "
+                        "[[entanglement.pumps]]"
+                    )
+            if cfg.kind == "phase_lock" and cfg.awg in shifters:
+                user = shifters[cfg.awg]
+                assert cfg.volts_per_2pi is not None
+                if abs(cfg.volts_per_2pi - user.volts_per_2pi) > 1e-9:
+                    raise JobError(
+                        f"{where}: volts_per_2pi {cfg.volts_per_2pi:g} differs from "
+                        f"entanglement.users.{user.name}.volts_per_2pi = {user.volts_per_2pi:g}"
+                    )
+                self.phase_locks[user.name] = (cfg.name, cfg.volts_per_2pi)
+                names.append(cfg.name)
+            elif cfg.autostart:
+                names.append(cfg.name)
+        return names
 
     def _sync_pair(self) -> tuple[int, int] | None:
         """Stream ids of the first cross-tagger link (reference side first), if any."""
@@ -126,8 +197,13 @@ class EntanglementJob:
 
     # -- set-up ------------------------------------------------------------------------------
     def configure(self) -> None:
-        """TEC, pumps, phase shifters and taggers as the bench file asks, in that order."""
+        """Interlocks armed; TEC, pumps, phase shifters as the bench file asks; the loops
+        engaged and locked; then the taggers streaming."""
         ent = self.ent
+        control = self.control
+        if control is not None and self.config.interlocks:
+            control.start_watchdog()
+            self.progress(f"interlocks armed: {', '.join(r.name for r in self.config.interlocks)}")
         tec = self._instrument(ent.tec)
         tec.set("setpoint_c", ent.ring_temperature_c)
         if not tec.get("output"):
@@ -169,6 +245,19 @@ class EntanglementJob:
             if u.interferometer is not None:
                 awg, ch = u.interferometer
                 self._instrument(awg).set("output", True, ch)
+        if control is not None and control.configs:
+            control.engage(self.progress)
+            tolerances = {
+                name: LOCK_TOLERANCE[cfg.kind]
+                for name, cfg in control.configs.items()
+                if cfg.kind in LOCK_TOLERANCE
+            }
+            try:
+                control.wait_locked(tolerances, LOCK_TIMEOUT_S)
+            except ControlError as exc:
+                raise JobError(str(exc)) from exc
+            if tolerances:
+                self.progress(f"locked: {', '.join(tolerances)}")
         for name in ent.taggers:
             tagger = self._instrument(name)
             used = {c.input for c in ent.channels if c.tagger == name}
@@ -178,9 +267,19 @@ class EntanglementJob:
             self.progress(f"{name}: streaming inputs {sorted(used)}")
 
     def _set_phases(self, phases: dict[str, float]) -> None:
-        """Each user's phase shifter to the DC level of its phase (mod 2 pi)."""
+        """Each user's phase: a locked one by stepping its lock's setpoint (with the volts the
+        step needs fed forward, so it holds the new phase at once); an unlocked one by setting
+        its phase shifter to the DC level of the phase (mod 2 pi)."""
+        runner = None if self.control is None else self.control._runner
         for u in self.ent.users:
             if u.interferometer is None:
+                continue
+            if runner is not None and u.name in self.phase_locks:
+                loop, volts_per_2pi = self.phase_locks[u.name]
+                target = _wrap_rad(phases[u.name])
+                now = runner.status()[loop].setpoint
+                step_v = _wrap_rad(target - now) / (2 * math.pi) * volts_per_2pi
+                runner.step_setpoint(loop, target, step_v)
                 continue
             awg_name, ch = u.interferometer
             awg = self._instrument(awg_name)
@@ -193,7 +292,9 @@ class EntanglementJob:
     def read_once(self) -> None:
         """Read every tagger once and feed what is complete to the monitor."""
         clock = self._clock()
-        if clock is not None and not clock.realtime:
+        if self.control is not None:
+            self.control.advance(self.tick_s)  # manual clock: ticks the loops on the way
+        elif clock is not None and not clock.realtime:
             clock.advance(self.tick_s)
         for name in self.ent.taggers:
             batch = self._instrument(name).read_tags(1.0)
@@ -267,6 +368,8 @@ class EntanglementJob:
             lost_events=self.lost_events,
             scan_step=max(self.step, 0) % self.ent.scan_steps,
             messages=tuple(messages),
+            loops=() if self.control is None else self.control.rows(),
+            interlocks={} if self.control is None else self.control.interlocks(),
         )
 
     def run(
@@ -300,6 +403,8 @@ class EntanglementJob:
             t = self.monitor.data_time_s
             if self.monitor.horizon_ps is not None and t + 1e-9 >= next_update:
                 next_update += ent.update_s
+                if self.control is not None:
+                    self.control.evaluate()
                 last = self.status(messages)
                 messages = []
                 for sink in sinks:
@@ -309,6 +414,16 @@ class EntanglementJob:
             if stop is not None and stop.is_set():
                 break
         return last
+
+    def shutdown(self) -> None:
+        """Loops stopped and their actuators handed back, interlock watchdog stopped."""
+        if self.control is not None:
+            self.control.stop()
+
+
+def _wrap_rad(phase_rad: float) -> float:
+    """``phase_rad`` in [-pi, pi)."""
+    return (phase_rad + math.pi) % (2 * math.pi) - math.pi
 
 
 def run_entanglement(
@@ -320,18 +435,27 @@ def run_entanglement(
     clock: VirtualClock | None = None,
     stop: threading.Event | None = None,
     job_hook: Callable[[EntanglementJob], None] | None = None,
+    loops: bool = True,
+    interlock_log: Path | None = None,
 ) -> tuple[EntanglementStatus | None, dict]:
-    """Connect, run the job, always leave the instruments safe. Returns (last status, info)."""
+    """Connect, run the job (with the bench's loops and interlocks unless ``loops`` is False:
+    then the TEC's own PID holds the ring and the phase shifters are stepped open-loop), always
+    leave the instruments safe. Returns (last status, info)."""
     bench = Bench(config, clock=clock)
+    job: EntanglementJob | None = None
     try:
         bench.connect(progress=progress)
         bench.apply_safe_start(progress=progress)
-        job = EntanglementJob(bench, config, progress=progress)
+        job = EntanglementJob(
+            bench, config, progress=progress, loops=loops, interlock_log=interlock_log
+        )
         if job_hook is not None:
             job_hook(job)
         last = job.run(duration_s=duration_s, sinks=sinks, stop=stop)
         return last, {"lost_events": job.lost_events, "scans": job.monitor.scans_done}
-    except InstrumentError as exc:
+    except (InstrumentError, ControlError) as exc:
         raise JobError(str(exc)) from exc
     finally:
+        if job is not None:
+            job.shutdown()
         bench.close()

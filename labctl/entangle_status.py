@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from labctl.bench_control import LoopRow
+    from labctl.interlocks import RuleStatus
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,10 @@ class EntanglementStatus:
     lost_events: int
     scan_step: int
     messages: tuple[str, ...] = field(default_factory=tuple)
+    #: the feedback loops the job runs (empty without ``[[loops]]`` or with ``--no-loops``)
+    loops: tuple[LoopRow, ...] = ()
+    #: every interlock rule's state
+    interlocks: dict[str, RuleStatus] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (nan becomes None)."""
@@ -80,4 +88,8 @@ class EntanglementStatus:
                 return [clean(x) for x in v]
             return v
 
-        return clean(asdict(self))
+        out = asdict(self)
+        out["loops"] = {
+            r.name: {"kind": r.kind, "units": list(r.units), **asdict(r.status)} for r in self.loops
+        }
+        return clean(out)

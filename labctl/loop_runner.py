@@ -243,6 +243,8 @@ class _Loop:
         self.last_tick_s = math.nan
         self.last_written: float | None = None
         self.blind = False
+        #: held for a whole tick and by :meth:`LoopRunner.step_setpoint`: one writer at a time
+        self.io = threading.Lock()
 
     def rebase(self, now_s: float) -> None:
         """Restart the schedule at ``now_s`` (first tick due at once)."""
@@ -412,6 +414,10 @@ class LoopRunner:
             self._clock.wait_until(min(self._next_wakeup_s(), t_end_s), self._wake)
 
     def _tick(self, loop: _Loop) -> None:
+        with loop.io:
+            self._tick_locked(loop)
+
+    def _tick_locked(self, loop: _Loop) -> None:
         spec, pid = loop.spec, loop.spec.pid
         start = self._clock.now_s()
         fault: str | None = None
@@ -598,6 +604,38 @@ class LoopRunner:
         """Set loop ``name``'s target setpoint (ramped if the PID has a setpoint ramp)."""
         with self._locked(name) as loop:
             loop.spec.pid.setpoint = value
+
+    def step_setpoint(self, name: str, value: float, output_step: float) -> float:
+        """Step loop ``name``'s setpoint to ``value`` with feed-forward: the output moves at once
+        by ``output_step`` (what the plant model says the new setpoint needs; for a loop with an
+        ``output_wrap``, by a period less or more if that keeps it in range), the integral with
+        it, and the new output is written now, on the calling thread, between two ticks. The
+        loop then only corrects what the model missed. A faulted loop is left alone (its
+        setpoint is still updated for when it is reset). Returns the output written (or held).
+        """
+        loop = self._get(name)
+        with loop.io:
+            with self._lock:
+                pid, spec = loop.spec.pid, loop.spec
+                pid.setpoint = value
+                pid.reset_ramp()
+                if loop.faulted:
+                    return pid.output
+                s = pid.settings
+                target = pid.output + float(output_step)
+                wrap = spec.output_wrap
+                if wrap is not None:
+                    while target > s.output_max and target - wrap >= s.output_min:
+                        target -= wrap
+                    while target < s.output_min and target + wrap <= s.output_max:
+                        target += wrap
+                target = s.clamp(target)
+                pid.shift_output(target - pid.output)
+                output = pid.output
+            spec.write(output)
+            with self._lock:
+                loop.last_written = output
+        return output
 
     def set_manual(self, name: str, output: float) -> None:
         """Hold loop ``name``'s output at ``output`` (reached through the rate limit)."""

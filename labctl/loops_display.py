@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from labctl.bench_control import LoopRow
+from labctl.interlocks import RuleStatus
 from labctl.isaqn_display import LiveDisplay
-from labctl.loops_job import LoopRow, LoopsStatus
+from labctl.loops_job import LoopsStatus
 
 HEADERS = ("loop", "state", "setpoint", "measured", "error", "output", "ticks", "missed", "stale")
 _STYLES = {"running": "green", "manual": "yellow", "fault": "bold red", "stopped": ""}
@@ -40,34 +43,50 @@ def loop_cells(row: LoopRow) -> list[str]:
     ]
 
 
-def format_status_lines(status: LoopsStatus) -> list[str]:
-    lines = [f"t = {status.time_s:8.1f} s"]
-    for row in status.loops:
+def control_lines(rows: Sequence[LoopRow], interlocks: Mapping[str, RuleStatus]) -> list[str]:
+    """Plain text: one line per loop (with its fault), one per interlock rule."""
+    lines = []
+    for row in rows:
         line = "  ".join(loop_cells(row))
         if row.status.state == "fault":
             line += f"  FAULT: {row.status.fault_reason}"
         lines.append(line)
-    for name, rule in status.interlocks.items():
+    for name, rule in interlocks.items():
         lines.append(f"interlock {name}: {rule.state}  {rule.reason}")
+    return lines
+
+
+def control_renderables(
+    rows: Sequence[LoopRow], interlocks: Mapping[str, RuleStatus]
+) -> list[RenderableType]:
+    """Rich: the loops' table, their faults, the interlock rules."""
+    parts: list[RenderableType] = []
+    if rows:
+        table = Table(show_edge=False, pad_edge=False)
+        for h in HEADERS:
+            table.add_column(h, justify="left" if h in ("loop", "state") else "right")
+        for row in rows:
+            cells = loop_cells(row)
+            table.add_row(cells[0], Text(cells[1], _STYLES.get(row.status.state, "")), *cells[2:])
+        parts.append(table)
+    for row in rows:
+        if row.status.state == "fault":
+            parts.append(Text(f"{row.name}: {row.status.fault_reason}", "red"))
+    for name, rule in interlocks.items():
+        style = "bold red" if rule.state == "tripped" else ""
+        parts.append(Text(f"interlock {name}: {rule.state}  {rule.reason}", style))
+    return parts
+
+
+def format_status_lines(status: LoopsStatus) -> list[str]:
+    lines = [f"t = {status.time_s:8.1f} s", *control_lines(status.loops, status.interlocks)]
     lines += [f"! {m}" for m in status.messages]
     return lines
 
 
 def status_renderable(status: LoopsStatus) -> RenderableType:
-    table = Table(show_edge=False, pad_edge=False)
-    for h in HEADERS:
-        table.add_column(h, justify="left" if h in ("loop", "state") else "right")
-    for row in status.loops:
-        cells = loop_cells(row)
-        table.add_row(cells[0], Text(cells[1], _STYLES.get(row.status.state, "")), *cells[2:])
     parts: list[RenderableType] = [Text(f"Feedback loops  t = {status.time_s:.1f} s", "bold")]
-    parts.append(table)
-    for row in status.loops:
-        if row.status.state == "fault":
-            parts.append(Text(f"{row.name}: {row.status.fault_reason}", "red"))
-    for name, rule in status.interlocks.items():
-        style = "bold red" if rule.state == "tripped" else ""
-        parts.append(Text(f"interlock {name}: {rule.state}  {rule.reason}", style))
+    parts += control_renderables(status.loops, status.interlocks)
     parts += [Text(f"! {m}", "yellow") for m in status.messages]
     return Group(*parts)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,10 +26,9 @@ from typing import Any
 from drivers.errors import InstrumentError
 from drivers.sim.clock import VirtualClock
 from labctl.bench import Bench
+from labctl.bench_control import BenchControl, LoopRow
 from labctl.config import BenchConfig
 from labctl.interlocks import InterlockWatchdog, RuleStatus
-from labctl.loop_config import LoopConfig
-from labctl.loop_runner import LoopStatus
 from labctl.loops import BenchLoops
 
 log = logging.getLogger(__name__)
@@ -40,16 +38,6 @@ Progress = Callable[[str], None]
 
 class LoopsJobError(RuntimeError):
     """The loops cannot run (the message names the loop or instrument and what failed)."""
-
-
-@dataclass(frozen=True)
-class LoopRow:
-    """One loop in a status: its configuration's identity and the runner's snapshot."""
-
-    name: str
-    kind: str
-    units: tuple[str, str]
-    status: LoopStatus
 
 
 @dataclass(frozen=True)
@@ -72,15 +60,6 @@ class LoopsStatus:
 
 
 StatusSink = Callable[[LoopsStatus], None]
-
-
-def _emission_for_locks(bench: Bench, loops: Sequence[LoopConfig], progress: Progress) -> None:
-    for cfg in loops:
-        if cfg.kind == "laser_lock" and cfg.laser is not None:
-            laser = bench.instruments[cfg.laser]
-            if not laser.get("emission"):
-                laser.set("emission", True)
-                progress(f"{cfg.laser}: emission on for loop {cfg.name!r}")
 
 
 def run_loops(
@@ -106,42 +85,31 @@ def run_loops(
     if not config.loops:
         raise LoopsJobError(f"{config.path}: no [[loops]] tables: nothing to run")
     bench = Bench(config, clock=clock)
-    watchdog: InterlockWatchdog | None = None
-    loops: BenchLoops | None = None
+    control: BenchControl | None = None
     last: LoopsStatus | None = None
     try:
         bench.connect(progress=say)
         bench.apply_safe_start(progress=say)
         vclock = bench.sim_host.bench.clock if bench.sim_host is not None else None
-        manual = vclock is not None and not vclock.realtime
-        watchdog = InterlockWatchdog(
-            list(config.interlocks),
-            bench.instruments,
-            clock=vclock.now_s if vclock is not None else time.monotonic,
-            log_path=interlock_log,
+        control = BenchControl(
+            config, bench.instruments, vclock=vclock, names=only, interlock_log=interlock_log
         )
-        loops = BenchLoops(config.loops, bench.instruments, vclock=vclock, only=only)
-        # an interlock that drives an actuator safe pauses the loops writing to it
-        watchdog.add_listener(lambda event, lp=loops: _pause_on_trip(lp, event))
-        if not manual:
-            watchdog.start()
-        _emission_for_locks(bench, list(loops.configs.values()), say)
-        runner = loops.engage()
-        say(f"loops engaged: {', '.join(loops.configs)}")
+        control.start_watchdog()
+        control.engage(say)
         if hook is not None:
-            hook(bench, loops, watchdog)
-        clock_ = loops.clock
+            hook(bench, control.loops, control.watchdog)
+        clock_ = control.clock
         t0 = clock_.now_s()
-        if not manual:
-            runner.start()
         next_update = t0 + update_s
         while True:
-            if manual:
-                runner.run_until(next_update)
-                watchdog.evaluate_once()
+            if control.manual:
+                control.run_until(next_update)
+                control.evaluate()
             else:
                 clock_.wait_until(next_update, stop)
-            last = _status(clock_.now_s() - t0, loops, watchdog)
+            last = LoopsStatus(
+                time_s=clock_.now_s() - t0, loops=control.rows(), interlocks=control.interlocks()
+            )
             for sink in sinks:
                 sink(last)
             next_update += update_s
@@ -153,25 +121,6 @@ def run_loops(
     except InstrumentError as exc:
         raise LoopsJobError(str(exc)) from exc
     finally:
-        if loops is not None:
-            loops.release()
-        if watchdog is not None:
-            watchdog.stop()
+        if control is not None:
+            control.stop()
         bench.close()
-
-
-def _pause_on_trip(loops: BenchLoops, event: Any) -> None:
-    """An interlock drove an instrument safe: the loops writing to it stop until reset."""
-    if getattr(event, "event", None) == "action":
-        for instrument in event.instruments:
-            loops.pause_for(instrument, f"{event.rule}: {event.reason}")
-
-
-def _status(time_s: float, loops: BenchLoops, watchdog: InterlockWatchdog) -> LoopsStatus:
-    snapshot = loops.status()
-    rows = tuple(
-        LoopRow(name, cfg.kind, cfg.units, snapshot[name])
-        for name, cfg in loops.configs.items()
-        if name in snapshot
-    )
-    return LoopsStatus(time_s=time_s, loops=rows, interlocks=watchdog.status())

@@ -309,6 +309,11 @@ class PID:
     def setpoint(self, value: float) -> None:
         self._target = _finite("setpoint", value)
 
+    def reset_ramp(self) -> None:
+        """The effective setpoint jumps to the target now (a step, not a ramp)."""
+        if self._settings.setpoint_ramp_per_s is not None:
+            self._effective = self._target
+
     @property
     def effective_setpoint(self) -> float:
         """Setpoint the error is computed from (the ramp's current position)."""

@@ -23,8 +23,8 @@ import pytest
 from drivers.sim.clock import VirtualClock
 from drivers.tdc import TagBatch
 from labctl.config import CONFIG_DIR, load_bench
-from labctl.entangle_job import EntanglementJob, run_entanglement
-from labctl.entangle_monitor import EntanglementMonitor
+from labctl.entangle_job import EntanglementJob, JobError, run_entanglement
+from labctl.entangle_monitor import EntanglementMonitor, scan_phases
 from labctl.entangle_status import EntanglementStatus
 from labctl.entangle_stream import TagStream
 
@@ -39,17 +39,20 @@ class Run:
     sims: dict
     statuses: list[EntanglementStatus]
     batches: list[tuple[str, TagBatch]]
+    #: (scan step in progress, the twin's phase of every user now) at each update
+    phases: list[tuple[int, dict[str, float]]]
 
 
 @pytest.fixture(scope="module")
 def run() -> Run:
     config = load_bench(BENCH)
     out = Run()
-    out.statuses, out.batches = [], []
+    out.statuses, out.batches, out.phases = [], [], []
 
     def hook(job: EntanglementJob) -> None:
         out.job = job
         sim_bench = job.bench.sim_host.bench
+        out.vclock = sim_bench.clock
         out.source = sim_bench.elements[job.ent.source]
         out.source.start_truth_log()
         out.taggers = {name: sim_bench.instruments[name] for name in job.ent.taggers}
@@ -65,10 +68,15 @@ def run() -> Run:
 
             driver.read_tags = recording
 
+    def phases(status: EntanglementStatus) -> None:
+        now = out.vclock.now_s()
+        users = out.job.users
+        out.phases.append((status.scan_step, {u: out.source.user_phase_rad(u, now) for u in users}))
+
     last, info = run_entanglement(
         config,
         duration_s=DURATION_S,
-        sinks=[out.statuses.append],
+        sinks=[out.statuses.append, phases],
         clock=VirtualClock(realtime=False),
         job_hook=hook,
     )
@@ -110,6 +118,66 @@ def test_the_run_ends_with_every_instrument_safe(run):
     assert not any(ch.output for name in ("awg1", "awg2") for ch in sims[name].channels.values())
     assert not sims["tec1"].output
     assert not any(t.streaming for t in run.taggers.values())
+
+
+def test_the_bench_loops_run_with_the_job_and_hold_the_scan_phases(run):
+    """`labctl run` runs the bench file's loops: the TEC loop holds the ring, the pumps are
+    locked, and the users' phase locks hold the twin's interferometer phases at the phases the
+    scan asks for (the scan moves their setpoints), whatever each interferometer's own offset."""
+    last = run.statuses[-1]
+    rows = {r.name: r for r in last.loops}
+    assert set(rows) == {
+        "ring-temperature",
+        "pump0-lock",
+        "pump10-lock",
+        "alice-phase",
+        "bob-phase",
+        "carol-phase",
+        "dave-phase",
+    }
+    assert all(r.status.state == "running" and r.status.ticks > 0 for r in rows.values())
+    assert abs(rows["ring-temperature"].status.error) < 0.001  # degC
+    assert abs(rows["pump0-lock"].status.error) < 20 and abs(rows["pump10-lock"].status.error) < 20
+    assert all(rule.state == "armed" for rule in last.interlocks.values())
+    offsets = {u.name: u.phase_offset_rad for u in run.source.physics.users}
+    assert max(offsets.values()) - min(offsets.values()) > 1  # open loop would show them
+    n = run.job.ent.scan_steps
+    for step, twin in run.phases[1:]:
+        wanted = scan_phases(run.job.users, step, n)
+        for user, phase in twin.items():
+            miss = (phase - wanted[user] + math.pi) % (2 * math.pi) - math.pi
+            assert abs(miss) < 0.05, (step, user, phase, wanted[user])
+    assert json.loads(json.dumps(last.to_dict()))["loops"]["alice-phase"]["kind"] == "phase_lock"
+
+
+def _bench_text_with(old: str, new: str) -> str:
+    text = BENCH.read_text()
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "setpoint = 25.0                  # degC",
+            "setpoint = 24.0",
+            "setpoint 24 degC differs from entanglement.ring_temperature_c = 25",
+        ),
+        (
+            "setpoint_nm = 1540.56\n",
+            "setpoint_nm = 1540.57\n",
+            "setpoint_nm 1540.5700 differs from the wavelength of pump 10 (1540.5600 nm)",
+        ),
+    ],
+)
+def test_loops_that_disagree_with_the_entanglement_section_are_refused(tmp_path, old, new, message):
+    path = tmp_path / "bench.toml"
+    path.write_text(_bench_text_with(old, new))
+    config = load_bench(path)
+    with pytest.raises(JobError) as info:
+        run_entanglement(config, duration_s=1.0, clock=VirtualClock(realtime=False))
+    assert str(path) in str(info.value) and message in str(info.value)
 
 
 def test_car_within_five_percent_of_the_twins_truth(run):

@@ -488,3 +488,54 @@ def test_output_wrap_must_fit_the_output_range():
             max_reading_age_s=1.0,
             output_wrap=2.0,
         )
+
+
+def test_step_setpoint_feeds_the_output_forward_and_wraps_it_into_range(vclock, advancing):
+    """A setpoint step with the plant's known gain fed forward: the new output is written at
+    once (not at the next tick), wrapped by a period to stay in range, and the loop holds the
+    new setpoint from there without a transient (the integral moved with the output)."""
+    volts_per_2pi = 2.0
+    offset_rad = 1.0
+    writes: list[float] = [0.5]
+
+    def phase() -> float:
+        raw = offset_rad + 2 * math.pi * writes[-1] / volts_per_2pi
+        return (raw + math.pi) % (2 * math.pi) - math.pi
+
+    pid = PID(
+        PidGains(0.1, 0.6),
+        setpoint=phase(),
+        output_min=0.0,
+        output_max=2.05,
+        error_wrap=2 * math.pi,
+        initial_output=0.5,
+    )
+    errors: list[float] = []
+    spec = LoopSpec(
+        "phase",
+        pid,
+        read=phase,
+        write=writes.append,
+        period_s=0.2,
+        max_reading_age_s=1.0,
+        output_wrap=volts_per_2pi,
+        on_tick=lambda name, st: errors.append(st.error),
+    )
+    runner = LoopRunner([spec], clock=advancing)
+    runner.run_until(2.0)
+    assert abs(errors[-1]) < 1e-9
+    target = phase() + 2.5  # a step of 2.5 rad: +0.796 V from 0.5 V, inside the range
+    n = len(writes)
+    written = runner.step_setpoint("phase", target, 2.5 / (2 * math.pi) * volts_per_2pi)
+    assert len(writes) == n + 1 and writes[-1] == pytest.approx(0.5 + 2.5 / math.pi)
+    assert written == writes[-1]
+    # a step of -2 rad from 1.296 V would need 0.66 V: inside; one of +3 rad needs 2.25 V:
+    # outside 2.05, so the output goes one period down to 0.25 V (the same phase)
+    runner.step_setpoint("phase", target + 3.0, 3.0 / math.pi)
+    assert writes[-1] == pytest.approx(0.5 + 2.5 / math.pi + 3.0 / math.pi - volts_per_2pi)
+    errors.clear()
+    runner.run_until(4.0)
+    assert max(abs(e) for e in errors) < 1e-9  # no transient: the feed-forward was exact
+    status = runner.status()["phase"]
+    assert status.setpoint == pytest.approx(target + 3.0)
+    assert status.effective_setpoint == pytest.approx(target + 3.0)
