@@ -13,7 +13,14 @@ Layout (``configs/entanglement_sim.toml`` is a commented example)::
     [entanglement.sim]           the twin's hidden physics (simulated benches only): ring and
                                  detector numbers, defaults of every channel
     [[entanglement.sim.channels]]  label, then any per-channel override
-    [entanglement.sim.users.NAME]  rad_per_v, phase_offset_rad, drift_rad2_per_s
+    [entanglement.sim.users.NAME]  rad_per_v, phase_offset_rad, phase_drift ("random_walk",
+                                 the default, or "model"), drift_rad2_per_s (random_walk only)
+    [entanglement.sim.users.NAME.drift]  phase_drift = "model" only: any field of
+                                 models.drift.DriftParams (e.g. thermal_lag_s,
+                                 burst_rate_per_hour); the rest keep their defaults. The
+                                 air is the bench's room ([bench] ambient), so the model's
+                                 own air keys (daily_*, hvac_*, ambient_ou_*) and its
+                                 measurement/telemetry noises have no effect on the twin
 
 Channel labels follow physics.md section 2: with pumps at labels p_a and p_b, channels x and y
 carry correlated pairs when x + y is 2 p_a, 2 p_b or p_a + p_b. Everything is checked before
@@ -24,14 +31,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from drivers.registry import driver_class
 from drivers.sim.bench import parse_port
-from drivers.sim.pairsource import ChannelPhysics, PairSourcePhysics, PumpPhysics, UserPhysics
+from drivers.sim.pairsource import (
+    PHASE_DRIFTS,
+    ChannelPhysics,
+    PairSourcePhysics,
+    PumpPhysics,
+    UserPhysics,
+)
 from dsp.entanglement import pair_process
 from labctl.config_table import SectionError, Table
+from models.drift import DriftParams
 
 Port = tuple[str, int]
 
@@ -186,7 +200,8 @@ _SIM_KEYS = {
     "users",
     *_SIM_CHANNEL_KEYS,
 }
-_SIM_USER_KEYS = {"rad_per_v", "phase_offset_rad", "drift_rad2_per_s"}
+_SIM_USER_KEYS = {"rad_per_v", "phase_offset_rad", "drift_rad2_per_s", "phase_drift", "drift"}
+_DRIFT_KEYS = {f.name for f in fields(DriftParams)}
 
 
 def _label(t: Table, name: str = "label") -> int:
@@ -405,6 +420,7 @@ def _with_sim(config: EntanglementConfig, data: Any) -> EntanglementConfig:
     users = []
     for u in config.users:
         ut = Table(users_raw.get(u.name, {}), f"{p}.users.{u.name}", _SIM_USER_KEYS)
+        phase_drift, drift = _phase_drift(ut)
         users.append(
             UserPhysics(
                 name=u.name,
@@ -412,6 +428,8 @@ def _with_sim(config: EntanglementConfig, data: Any) -> EntanglementConfig:
                 rad_per_v=ut.number("rad_per_v", 2 * 3.141592653589793 / u.volts_per_2pi),
                 phase_offset_rad=ut.number("phase_offset_rad", 0.0),
                 drift_rad2_per_s=ut.number("drift_rad2_per_s", 0.0, lambda v: v >= 0, ">= 0"),
+                phase_drift=phase_drift,
+                drift=drift,
             )
         )
     physics = PairSourcePhysics(
@@ -437,3 +455,33 @@ def _with_sim(config: EntanglementConfig, data: Any) -> EntanglementConfig:
         ),
     )
     return EntanglementConfig(**{**config.__dict__, "sim": physics})
+
+
+def _phase_drift(ut: Table) -> tuple[str, DriftParams | None]:
+    """A sim user's drift choice and, for "model", its DriftParams (None: the defaults)."""
+    choice = ut.string("phase_drift", "random_walk")
+    if choice not in PHASE_DRIFTS:
+        raise SectionError(
+            ut.key("phase_drift"), f"got {choice!r}, expected one of {list(PHASE_DRIFTS)}"
+        )
+    if choice == "random_walk":
+        if "drift" in ut.data:
+            raise SectionError(ut.key("drift"), 'drift-model parameters need phase_drift = "model"')
+        return choice, None
+    if "drift_rad2_per_s" in ut.data:
+        raise SectionError(
+            ut.key("drift_rad2_per_s"),
+            'ambiguous with phase_drift = "model" (the model has its own random walk: '
+            "random_walk_rad2_per_s in the drift table)",
+        )
+    if "drift" not in ut.data:
+        return choice, None
+    dt = Table(ut.table("drift"), ut.key("drift"), _DRIFT_KEYS)
+    values = {key: dt.number(key) for key in dt.data}
+    for key, value in values.items():  # one at a time, so the error names its key
+        try:
+            DriftParams(**{key: value})
+        except ValueError as exc:
+            problem = str(exc).removeprefix(f"DriftParams.{key}: ")
+            raise SectionError(dt.key(key), problem) from None
+    return choice, DriftParams(**values)

@@ -35,11 +35,25 @@ draws per tick, so the realisation does not depend on how the run is cut into bl
 ``generate_drift(n * tick, seed=s)`` equals ``n`` calls of ``DriftProcess(seed=s).step()``.
 Before ``start_s`` the state is run in for ``burn_in_s`` (default five enclosure time constants) so
 the enclosure temperature starts in its stationary regime.
+
+External air (``air_c``): a simulated bench has its own room (``drivers.sim.environment``:
+``bench.environment.ambient_c(t_s)``, which also heats the TEC stage). Passing that function as
+``air_c`` (degC at the tick times, float64 array in, float64 array out, same shape) makes it
+``T_air`` in place of the internal daily + HVAC + OU model, so one room drives every element of
+the bench. It is called with the tick times of each block, including the negative times of the
+burn-in (from ``start_s - burn_in_s``). The internal air model's random streams still draw their
+numbers every tick (they are simply unused), so the other sources (random walk, bursts, pump,
+noise) are the same realisation as without ``air_c`` for the same seed, and the result is still
+cut-invariant. The thermal term stays ``phase_per_kelvin_rad * (T_enc - ambient_mean_c)``: with an
+external room of another mean it carries a constant offset (a twin removes it by referencing
+the phase to its value at t = 0). ``telemetry[:, 0]`` is that external air plus the thermometer
+noise.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -50,6 +64,12 @@ DAY_S = 86_400.0
 
 #: Telemetry columns, in order.
 TELEMETRY_NAMES: tuple[str, ...] = ("ambient_c", "pump_power_mw", "vibration_mg")
+
+#: An external lab-air temperature: degC at tick times t_s (float64 array in, same-shape float64
+#: array out), e.g. ``bench.environment.ambient_c`` of a simulated bench.
+AirTemperature = Callable[[np.ndarray], np.ndarray]
+#: A seed: an int, or a sequence of non-negative ints (numpy SeedSequence entropy).
+Seed = int | Sequence[int]
 
 
 def fibre_phase_per_kelvin_rad(
@@ -226,9 +246,16 @@ _N_STREAMS = 10  # independent random streams, one per noise source (see _Kernel
 class _Kernel:
     """State of every sub-process; :meth:`block` advances ``n`` ticks and returns the records."""
 
-    def __init__(self, params: DriftParams, seed: int, start_tick: int) -> None:
+    def __init__(
+        self,
+        params: DriftParams,
+        seed: Seed,
+        start_tick: int,
+        air_c: AirTemperature | None = None,
+    ) -> None:
         p = params
         self.p = p
+        self.air_c = air_c
         self.rng = [
             np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(_N_STREAMS + 1)
         ]
@@ -270,20 +297,10 @@ class _Kernel:
         e_tel = rng[8].standard_normal((n, 2))
         e_vib = rng[9].standard_normal((n, 2))
 
-        # slow air-temperature part: exact OU recursion
-        s_ou = p.ambient_ou_std_c * math.sqrt(1.0 - self.a_ou**2)
-        ou, _ = lfilter([s_ou], [1.0, -self.a_ou], e_ou, zi=[self.a_ou * self.ou_c])
-        self.ou_c = float(ou[-1])
-        # HVAC cycle: phase random walk around the nominal rate, triangle wave in [-1, 1]
-        dpsi = (
-            2.0 * math.pi * dt / p.hvac_period_s
-            + math.sqrt(p.hvac_phase_diffusion_rad2_per_s * dt) * e_hvac
-        )
-        psi = self.hvac_phase_rad + np.cumsum(dpsi)
-        self.hvac_phase_rad = float(np.mod(psi[-1], 2.0 * math.pi))
-        hvac = (2.0 / math.pi) * np.arcsin(np.sin(psi))
-        daily = np.cos(2.0 * math.pi * (t_s - p.daily_peak_hour * 3600.0) / DAY_S)
-        air_c = p.ambient_mean_c + p.daily_amplitude_c * daily + p.hvac_amplitude_c * hvac + ou
+        if self.air_c is None:
+            air_c = self._internal_air_c(t_s, e_ou, e_hvac)
+        else:  # the room of a bench; e_ou and e_hvac were drawn all the same (cut-invariance)
+            air_c = _external_air_c(self.air_c, t_s)
 
         # enclosure: first-order lag of the air, exact for air held over the tick
         if math.isnan(self.enclosure_c):
@@ -330,19 +347,55 @@ class _Kernel:
         telemetry[:, 2] = np.maximum(vib, 0.0)
         return t_s, phase, measured, telemetry, burst
 
+    def _internal_air_c(self, t_s: np.ndarray, e_ou: np.ndarray, e_hvac: np.ndarray) -> np.ndarray:
+        """Daily cycle + HVAC triangle + OU at the tick times ``t_s`` (module docstring)."""
+        p, dt = self.p, self.p.tick_s
+        # slow air-temperature part: exact OU recursion
+        s_ou = p.ambient_ou_std_c * math.sqrt(1.0 - self.a_ou**2)
+        ou, _ = lfilter([s_ou], [1.0, -self.a_ou], e_ou, zi=[self.a_ou * self.ou_c])
+        self.ou_c = float(ou[-1])
+        # HVAC cycle: phase random walk around the nominal rate, triangle wave in [-1, 1]
+        dpsi = (
+            2.0 * math.pi * dt / p.hvac_period_s
+            + math.sqrt(p.hvac_phase_diffusion_rad2_per_s * dt) * e_hvac
+        )
+        psi = self.hvac_phase_rad + np.cumsum(dpsi)
+        self.hvac_phase_rad = float(np.mod(psi[-1], 2.0 * math.pi))
+        hvac = (2.0 / math.pi) * np.arcsin(np.sin(psi))
+        daily = np.cos(2.0 * math.pi * (t_s - p.daily_peak_hour * 3600.0) / DAY_S)
+        return p.ambient_mean_c + p.daily_amplitude_c * daily + p.hvac_amplitude_c * hvac + ou
+
+
+def _external_air_c(air_c: AirTemperature, t_s: np.ndarray) -> np.ndarray:
+    """``air_c(t_s)``, checked: a finite float64 array of the shape of ``t_s``."""
+    air = np.asarray(air_c(t_s.copy()), dtype=np.float64)
+    if air.shape != t_s.shape or not np.all(np.isfinite(air)):
+        raise ValueError(
+            f"drift model air_c: at t_s {t_s[0]:.6g}..{t_s[-1]:.6g} s returned an array of shape "
+            f"{air.shape} (all finite: {bool(np.all(np.isfinite(air)))}), expected shape "
+            f"{t_s.shape} of finite temperatures in degC"
+        )
+    return air
+
 
 def _ticks(duration_s: float, tick_s: float) -> int:
     return round(duration_s / tick_s)
 
 
 def generate_drift(
-    duration_s: float, params: DriftParams = DriftParams(), *, seed: int, start_s: float = 0.0
+    duration_s: float,
+    params: DriftParams = DriftParams(),
+    *,
+    seed: Seed,
+    start_s: float = 0.0,
+    air_c: AirTemperature | None = None,
 ) -> DriftTrace:
     """Generate ``round(duration_s / tick_s)`` ticks of drift starting after ``start_s``.
 
     ``start_s`` is the time of day origin (0 = midnight) in s; the first tick is at
-    ``start_s + tick_s``. Same ``seed`` and ``start_s`` give the same realisation as
-    :class:`DriftProcess`.
+    ``start_s + tick_s``. Same ``seed``, ``start_s`` and ``air_c`` give the same realisation as
+    :class:`DriftProcess`. ``air_c``: an external lab-air temperature replacing the internal
+    air model (module docstring, "External air").
     """
     if not duration_s > 0:
         raise ValueError(f"generate_drift: duration_s: got {duration_s}, expected > 0")
@@ -351,7 +404,7 @@ def generate_drift(
         raise ValueError(
             f"generate_drift: duration_s={duration_s} is shorter than one tick ({params.tick_s} s)"
         )
-    kernel = _Kernel(params, seed, _ticks(start_s, params.tick_s))
+    kernel = _Kernel(params, seed, _ticks(start_s, params.tick_s), air_c)
     t_s, phase, measured, telemetry, burst = kernel.block(n)
     return DriftTrace(t_s, phase, measured, telemetry, TELEMETRY_NAMES, burst)
 
@@ -360,21 +413,25 @@ class DriftProcess:
     """Streaming form of :func:`generate_drift` for the simulated twins: one tick per :meth:`step`.
 
     Internally advances the block kernel ``block_ticks`` at a time (cheap per step); the
-    realisation does not depend on the block size.
+    realisation does not depend on the block size. :meth:`advance` returns many ticks at once
+    (the same realisation). ``air_c``: an external lab-air temperature replacing the internal
+    air model (module docstring, "External air"); with ``block_ticks`` > 1, :meth:`step` asks
+    it up to ``block_ticks - 1`` ticks ahead.
     """
 
     def __init__(
         self,
         params: DriftParams = DriftParams(),
         *,
-        seed: int,
+        seed: Seed,
         start_s: float = 0.0,
         block_ticks: int = 1024,
+        air_c: AirTemperature | None = None,
     ) -> None:
         if block_ticks < 1:
             raise ValueError(f"DriftProcess: block_ticks: got {block_ticks}, expected >= 1")
         self.params = params
-        self._kernel = _Kernel(params, seed, _ticks(start_s, params.tick_s))
+        self._kernel = _Kernel(params, seed, _ticks(start_s, params.tick_s), air_c)
         self._block_ticks = int(block_ticks)
         self._buf: tuple[np.ndarray, ...] = ()
         self._i = 0
@@ -399,3 +456,27 @@ class DriftProcess:
         self.measured_phase_rad = float(measured[i])
         self.burst = bool(burst[i])
         return float(phase[i]), telemetry[i].copy()
+
+    def advance(self, n: int) -> DriftTrace:
+        """Advance ``n`` ticks at once; the same ticks as ``n`` calls of :meth:`step`.
+
+        Ticks already generated for :meth:`step` come first; the rest are generated exactly
+        (no ticks beyond the ``n`` asked for). The attributes of the last tick are updated.
+        """
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"DriftProcess.advance: n: got {n!r}, expected an integer >= 1")
+        n = int(n)
+        parts: list[tuple[np.ndarray, ...]] = []
+        take = min(n, self._n - self._i)
+        if take > 0:
+            parts.append(tuple(a[self._i : self._i + take] for a in self._buf))
+            self._i += take
+        if n > take:
+            parts.append(self._kernel.block(n - take))
+        t_s, phase, measured, telemetry, burst = (
+            np.concatenate([part[j] for part in parts]) for j in range(5)
+        )
+        self.t_s = float(t_s[-1])
+        self.measured_phase_rad = float(measured[-1])
+        self.burst = bool(burst[-1])
+        return DriftTrace(t_s, phase, measured, telemetry, TELEMETRY_NAMES, burst)

@@ -12,6 +12,7 @@ import pytest
 
 from labctl.bench import sim_specs
 from labctl.config import CONFIG_DIR, ConfigError, load_bench, parse_bench
+from models.drift import DriftParams
 
 ENTANGLEMENT = CONFIG_DIR / "entanglement_sim.toml"
 ISAQN = CONFIG_DIR / "isaqn_sim.toml"
@@ -130,7 +131,8 @@ def test_shipped_sim_physics_match_the_file() -> None:
     assert offsets == {"alice": 0.3, "bob": -1.2, "carol": 2.0, "dave": 0.7}
     for u in users.values():
         assert u.rad_per_v == pytest.approx(math.pi)  # volts_per_2pi = 2.0
-        assert u.drift_rad2_per_s == 0.001
+        # the project's drift model with its default parameters, driven by the bench's room
+        assert u.phase_drift == "model" and u.drift is None and u.drift_rad2_per_s == 0.0
     assert users["carol"].phase_port == ("awg2", 1)
 
 
@@ -145,6 +147,7 @@ def test_sim_user_rad_per_v_follows_volts_per_2pi_unless_given() -> None:
     assert users["alice"].rad_per_v == pytest.approx(math.pi / 2)
     assert users["bob"].rad_per_v == 1.5
     assert users["dave"].phase_offset_rad == 0.0 and users["dave"].drift_rad2_per_s == 0.0
+    assert users["dave"].phase_drift == "random_walk"  # the default without a table
 
 
 def test_sim_specs_feed_the_taggers_from_the_pair_source() -> None:
@@ -343,3 +346,93 @@ def test_isaqn_and_entanglement_in_one_file_are_refused() -> None:
         data["instruments"].setdefault(name, table)  # awg1/awg2: the same model in both
     message = error_for(data, "entanglement")
     assert "[isaqn] or [entanglement]" in message
+
+
+# --------------------------------------------------------------------------- interferometer drift
+
+
+def _sim_users(data: dict[str, Any]) -> dict[str, Any]:
+    ent = parse_bench(data, ENTANGLEMENT).entanglement
+    assert ent is not None and ent.sim is not None
+    return {u.name: u for u in ent.sim.users}
+
+
+def test_sim_user_drift_table_overrides_drift_params() -> None:
+    data = shipped()
+    users_raw = data["entanglement"]["sim"]["users"]
+    users_raw["alice"]["drift"] = {"thermal_lag_s": 900, "burst_rate_per_hour": 0.0}
+    users_raw["bob"] = {"phase_drift": "random_walk", "drift_rad2_per_s": 2e-3}
+    users = _sim_users(data)
+    assert users["alice"].phase_drift == "model"
+    assert users["alice"].drift == DriftParams(thermal_lag_s=900.0, burst_rate_per_hour=0.0)
+    assert users["carol"].drift is None  # model with every default
+    assert users["bob"].phase_drift == "random_walk" and users["bob"].drift_rad2_per_s == 2e-3
+    assert users["bob"].drift is None
+
+
+def _drift_unknown_key(users: dict[str, Any]) -> None:
+    users["alice"]["drift"] = {"thermal_lag_minutes": 30}
+
+
+def _drift_bad_value(users: dict[str, Any]) -> None:
+    users["bob"]["drift"] = {"burst_rate_per_hour": 1.0, "thermal_lag_s": -5.0}
+
+
+def _drift_not_a_number(users: dict[str, Any]) -> None:
+    users["carol"]["drift"] = {"tick_s": "1 s"}
+
+
+def _drift_not_a_table(users: dict[str, Any]) -> None:
+    users["carol"]["drift"] = 3.0
+
+
+def _walk_with_the_model(users: dict[str, Any]) -> None:
+    users["dave"]["drift_rad2_per_s"] = 0.001
+
+
+def _unknown_drift_choice(users: dict[str, Any]) -> None:
+    users["dave"]["phase_drift"] = "brownian"
+
+
+def _drift_table_with_the_walk(users: dict[str, Any]) -> None:
+    users["alice"] = {"phase_drift": "random_walk", "drift": {"thermal_lag_s": 900.0}}
+
+
+BAD_DRIFT: list[tuple[Callable[[dict[str, Any]], None], str, str]] = [
+    (
+        _drift_unknown_key,
+        "entanglement.sim.users.alice.drift.thermal_lag_minutes",
+        "unknown key; expected one of ambient_mean_c, ",  # lists the DriftParams fields
+    ),
+    (_drift_bad_value, "entanglement.sim.users.bob.drift.thermal_lag_s", "got -5.0, expected > 0"),
+    (_drift_not_a_number, "entanglement.sim.users.carol.drift.tick_s", "expected a number"),
+    (_drift_not_a_table, "entanglement.sim.users.carol.drift", "expected a table"),
+    (_walk_with_the_model, "entanglement.sim.users.dave.drift_rad2_per_s", "ambiguous"),
+    (_unknown_drift_choice, "entanglement.sim.users.dave.phase_drift", "'random_walk', 'model'"),
+    (_drift_table_with_the_walk, "entanglement.sim.users.alice.drift", 'phase_drift = "model"'),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "problem"), BAD_DRIFT, ids=[m.__name__.strip("_") for m, _, _ in BAD_DRIFT]
+)
+def test_bad_interferometer_drift_names_the_key(
+    mutate: Callable[[dict[str, Any]], None], key: str, problem: str
+) -> None:
+    data = shipped()
+    mutate(data["entanglement"]["sim"]["users"])
+    message = error_for(data, key)
+    assert problem in message, message
+
+
+def test_every_drift_params_field_is_a_valid_drift_key() -> None:
+    """Each field accepts its own default (so the table can spell out any of them)."""
+    data = shipped()
+    defaults = DriftParams()
+    table = {
+        name: float(getattr(defaults, name))
+        for name in DriftParams.__dataclass_fields__
+        if getattr(defaults, name) is not None
+    }
+    data["entanglement"]["sim"]["users"]["alice"]["drift"] = table
+    assert _sim_users(data)["alice"].drift == defaults

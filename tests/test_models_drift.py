@@ -213,3 +213,144 @@ def test_bad_parameters_are_refused_with_their_name(field: str, value: float) ->
 def test_too_short_duration_is_refused() -> None:
     with pytest.raises(ValueError, match="duration_s"):
         generate_drift(0.1, seed=1)
+
+
+# --------------------------------------------------------------------------- external air (air_c)
+
+
+def _wavy_room(t_s: np.ndarray) -> np.ndarray:
+    """A room for the tests: a 15 min cycle and a 40 min swing, defined for any time."""
+    return 21.5 + 0.4 * np.sin(2.0 * math.pi * t_s / 900.0) + 0.2 * np.cos(t_s / 2400.0)
+
+
+def test_constant_external_air_leaves_every_other_source_unchanged() -> None:
+    """A constant room at the model's mean: no thermal term, and the walk, bursts, pump and
+    noises are the very numbers of a run with the internal air (same seed): a run whose air
+    terms are all zero is reproduced exactly, and a run with the internal (moving) air but no
+    thermal coefficient has the same phase."""
+    params = replace(DriftParams(), burst_rate_per_hour=30.0)  # bursts inside the record
+    n = 4000
+
+    def room(t_s: np.ndarray) -> np.ndarray:
+        return np.full(t_s.shape, params.ambient_mean_c, dtype=np.float64)
+
+    ext = generate_drift(float(n), params, seed=21, start_s=3000.0, air_c=room)
+    still = replace(params, daily_amplitude_c=0.0, hvac_amplitude_c=0.0, ambient_ou_std_c=0.0)
+    internal_still = generate_drift(float(n), still, seed=21, start_s=3000.0)
+    np.testing.assert_array_equal(ext.t_s, internal_still.t_s)
+    np.testing.assert_allclose(ext.phase_rad, internal_still.phase_rad, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ext.telemetry, internal_still.telemetry, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(ext.burst, internal_still.burst)
+    assert ext.burst.any()
+
+    no_thermal = replace(params, phase_per_kelvin_rad=0.0)
+    moving = generate_drift(float(n), no_thermal, seed=21, start_s=3000.0)
+    np.testing.assert_allclose(ext.phase_rad, moving.phase_rad, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ext.measured_phase_rad, moving.measured_phase_rad, atol=1e-12)
+    np.testing.assert_allclose(ext.telemetry[:, 1:], moving.telemetry[:, 1:], atol=1e-12)
+
+    # a room 1.5 K above the model's mean: the enclosure sits there, a constant phase offset
+    warm = generate_drift(float(n), params, seed=21, start_s=3000.0, air_c=lambda t: room(t) + 1.5)
+    offset = params.phase_per_kelvin_rad * 1.5
+    np.testing.assert_allclose(warm.phase_rad - ext.phase_rad, offset, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(warm.telemetry[:, 0] - ext.telemetry[:, 0], 1.5, atol=1e-12)
+
+
+@pytest.mark.parametrize("tick_s", [1.0, 2.5])
+def test_step_of_the_external_air_gives_the_first_order_lag_response(tick_s: float) -> None:
+    """Air 22 degC, then 23 degC from the tick after t0 (held over each tick, as the model's
+    discretisation assumes): phase = k (1 - exp(-(t - t0) / tau)) at the ticks after t0, 0
+    before; the thermometer reads the air unlagged."""
+    p = replace(QUIET, tick_s=tick_s, thermal_lag_s=300.0, burn_in_s=1000.0)
+    t0_s = 40 * tick_s  # a tick time
+    asked: list[np.ndarray] = []
+
+    def room(t_s: np.ndarray) -> np.ndarray:
+        asked.append(t_s.copy())
+        return np.where(t_s > t0_s, 23.0, 22.0)
+
+    tr = generate_drift(2000 * tick_s, p, seed=3, air_c=room)
+    after = tr.t_s > t0_s
+    expected = np.where(
+        after,
+        p.phase_per_kelvin_rad * -np.expm1(-(tr.t_s - t0_s) / p.thermal_lag_s),
+        0.0,
+    )
+    np.testing.assert_allclose(tr.phase_rad, expected, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(tr.telemetry[:, 0], np.where(after, 23.0, 22.0))
+    # the burn-in asked the room for the negative times before the start, one tick apart
+    times = np.concatenate(asked)
+    assert times.dtype == np.float64
+    assert times.min() == pytest.approx(tick_s - p.burn_in_ticks * tick_s, abs=1e-9)
+    np.testing.assert_allclose(np.diff(times), tick_s, rtol=0, atol=1e-9)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 300),
+    block=st.integers(1, 64),
+    start_s=st.floats(-3600.0, 86_400.0),
+)
+def test_realisation_with_external_air_does_not_depend_on_the_block_size(
+    seed: int, n: int, block: int, start_s: float
+) -> None:
+    params = DriftParams(burn_in_s=600.0, burst_rate_per_hour=60.0)
+    tr = generate_drift(n * params.tick_s, params, seed=seed, start_s=start_s, air_c=_wavy_room)
+    proc = DriftProcess(params, seed=seed, start_s=start_s, block_ticks=block, air_c=_wavy_room)
+    rows = [proc.step() for _ in range(n)]
+    np.testing.assert_allclose([r[0] for r in rows], tr.phase_rad, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.array([r[1] for r in rows]), tr.telemetry, rtol=0, atol=1e-9)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    cuts=st.lists(st.integers(1, 80), min_size=1, max_size=8),
+    steps_first=st.integers(0, 5),
+    block=st.integers(1, 16),
+)
+def test_advance_gives_the_ticks_of_as_many_steps(
+    cuts: list[int], steps_first: int, block: int
+) -> None:
+    """Steps, then advances of any sizes, continue one realisation (seed as a sequence)."""
+    params = DriftParams(burn_in_s=300.0, burst_rate_per_hour=120.0)
+    seed = (5, 0xABCDEF, 2)
+    n = steps_first + sum(cuts)
+    tr = generate_drift(n * params.tick_s, params, seed=seed, air_c=_wavy_room)
+    proc = DriftProcess(params, seed=seed, block_ticks=block, air_c=_wavy_room)
+    phases = [proc.step()[0] for _ in range(steps_first)]
+    parts = [proc.advance(c) for c in cuts]
+    got = np.concatenate([np.array(phases, dtype=np.float64), *[p.phase_rad for p in parts]])
+    np.testing.assert_allclose(got, tr.phase_rad, rtol=0, atol=1e-9)
+    joined_t = np.concatenate([p.t_s for p in parts])
+    np.testing.assert_array_equal(joined_t, tr.t_s[steps_first:])
+    assert proc.t_s == tr.t_s[-1] and proc.burst == bool(tr.burst[-1])
+    assert all(p.telemetry.dtype == np.float64 and p.telemetry.shape[0] == len(p) for p in parts)
+
+
+def test_a_seed_sequence_is_one_realisation_and_other_entries_another() -> None:
+    a = generate_drift(300.0, seed=(1, 2, 3))
+    b = generate_drift(300.0, seed=[1, 2, 3])
+    c = generate_drift(300.0, seed=(1, 2, 4))
+    np.testing.assert_array_equal(a.phase_rad, b.phase_rad)
+    assert not np.allclose(a.phase_rad, c.phase_rad)
+
+
+@pytest.mark.parametrize(
+    "room",
+    [
+        lambda t: np.full(t.size + 1, 22.0),  # wrong shape
+        lambda t: np.where(t > -100.0, np.nan, 22.0),  # not finite
+    ],
+    ids=["shape", "nan"],
+)
+def test_a_bad_external_air_is_refused_naming_air_c(room) -> None:
+    with pytest.raises(ValueError, match=r"air_c: at t_s .* expected shape"):
+        generate_drift(100.0, seed=1, air_c=room)
+
+
+def test_advance_refuses_a_non_positive_count() -> None:
+    proc = DriftProcess(DriftParams(burn_in_s=0.0), seed=1)
+    for bad in (0, -3, 2.0, True):
+        with pytest.raises(ValueError, match=r"DriftProcess\.advance: n"):
+            proc.advance(bad)  # type: ignore[arg-type]

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import itertools
 import math
+import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.registry import driver_class
+from drivers.sim.bench import BenchModel
 from drivers.sim.clock import VirtualClock
 from drivers.sim.host import SimHost, SimSpec
 from drivers.sim.pairsource import (
     CONSTANT_LATENCY_PS,
     SPEED_OF_LIGHT_M_S,
+    USER_DRIFT_SEED_TAG,
     ChannelPhysics,
     PairSourcePhysics,
     PhotonPairSource,
@@ -29,6 +34,7 @@ from drivers.sim.pairsource import (
     UserPhysics,
 )
 from drivers.tdc import TagBatch
+from models.drift import DriftParams, DriftProcess
 
 T_REF_C = 25.0
 LINEWIDTH_HZ = 200e6
@@ -565,3 +571,180 @@ def test_scope_reads_the_reference_fringe_in_quadrature(reference_bench):
         assert scope.mean_voltage_v(1) == pytest.approx(truth_mean, abs=lsb / 2 + 1e-4)
     finally:
         scope.close()
+
+
+# -- interferometer phases from the drift model, driven by the bench's room ------------------
+MODEL_SEED = 7
+ROOM = {"profile": "typical_lab"}  # HVAC +-0.3 degC every 10 min and a slow drift
+#: u0 (shifter on awg1:1), u1 and u2 drift with the model; u3 keeps the random walk
+MODEL_PHYSICS = replace(
+    PHYSICS,
+    users=(
+        UserPhysics("u0", ("awg1", 1), RAD_PER_V, 0.25, 0.0, phase_drift="model"),
+        UserPhysics("u1", None, 0.0, -0.5, 0.0, phase_drift="model"),
+        UserPhysics("u2", None, 0.0, 0.0, 0.0, phase_drift="model"),
+        UserPhysics("u3", None, 0.0, 0.0, 1e-3),
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def model_host() -> Iterator[SimHost]:
+    """The source on a bench with a moving room; u0's shifter at 0.4 V set over the socket."""
+    host = SimHost(
+        [
+            SimSpec("laser0", "santec_tsl570"),
+            SimSpec("laser10", "santec_tsl570"),
+            SimSpec("tec1", "arroyo_5300", {"initial_temperature_c": T_REF_C}),
+            SimSpec("awg1", "keysight_33500b"),
+        ],
+        clock=VirtualClock(realtime=False),
+        seed=MODEL_SEED,
+        environment=ROOM,
+        elements=[lambda bench: PhotonPairSource("pairs", bench, MODEL_PHYSICS)],
+    )
+    host.start()
+    awg = driver_class("keysight_33500b")("awg1", host.resources["awg1"], timeout_s=2.0)
+    awg.connect()
+    awg.function[1] = "DC"
+    awg.offset_v[1] = 0.4
+    awg.output[1] = True
+    awg.close(safe=False)
+    yield host
+    host.stop()
+
+
+def reference_drift(
+    bench: BenchModel, user_index: int, ticks: int, *, name: str = "pairs", params=None
+) -> np.ndarray:
+    """D(i) - D(0) at ticks i = 0..ticks-1 (1 s apart) of an independent DriftProcess seeded
+    as the module docstring says, with the bench's room as its air."""
+    seed = (bench.seed & 0xFFFFFFFF, zlib.crc32(name.encode()), USER_DRIFT_SEED_TAG, user_index)
+    proc = DriftProcess(
+        params or DriftParams(), seed=seed, start_s=-1.0, air_c=bench.environment.ambient_c
+    )
+    trace = proc.advance(ticks)
+    np.testing.assert_allclose(trace.t_s, np.arange(ticks, dtype=np.float64), atol=1e-9)
+    return trace.phase_rad - trace.phase_rad[0]
+
+
+def expected_w(reference: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """W at the starts of blocks k: the reference ticks interpolated (numpy.interp), 0 for
+    k <= 0."""
+    t_s = np.asarray(k, dtype=np.float64) * PHYSICS.block_s
+    w = np.interp(t_s, np.arange(reference.size, dtype=np.float64), reference)
+    return np.where(np.asarray(k) > 0, w, 0.0)
+
+
+def test_model_phase_is_the_drift_model_of_the_room(model_host):
+    """phi_U(t) = offset + rad_per_v V + (D(t_k) - D(0)) with D an independent DriftProcess on
+    the same seed and the same room, t_k the start of t's 10 ms block."""
+    src: PhotonPairSource = model_host.bench.elements["pairs"]  # type: ignore[assignment]
+    reference = reference_drift(model_host.bench, 0, 2 * 3600 + 2)
+    k = np.array([-3, 0, 1, 99, 100, 101, 4321, 60_000, 360_017, 719_999], dtype=np.int64)
+    t_s = (k + 0.5) * PHYSICS.block_s  # mid-block: the phase of the block's start
+    expected = 0.25 + RAD_PER_V * 0.4 + expected_w(reference, k)
+    got = np.array([src.user_phase_rad("u0", float(t)) for t in t_s])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(src.user_phases_rad("u0", t_s), expected, rtol=0, atol=1e-9)
+    # the model really moves over two hours (room drift and HVAC through the enclosure lag)
+    assert np.ptp(reference) > 0.1
+    # a block generated now keeps that phase (its photons saw it)
+    k_gen = 1_234
+    src.generate_for("tdc1", k_gen * 10**10, (k_gen + 1) * 10**10)
+    t_gen = (k_gen + 0.25) * PHYSICS.block_s
+    assert src.user_phase_rad("u0", t_gen) == pytest.approx(
+        0.25 + RAD_PER_V * 0.4 + float(expected_w(reference, np.array([k_gen]))[0]), abs=1e-9
+    )
+    # u1 (no shifter): offset + its own drift, seeded by its index
+    ref_u1 = reference_drift(model_host.bench, 1, 3602)
+    np.testing.assert_allclose(
+        src.user_phases_rad("u1", t_s[k < 360_000]),
+        -0.5 + expected_w(ref_u1, k[k < 360_000]),
+        rtol=0,
+        atol=1e-9,
+    )
+
+
+_U1_REFERENCE: dict[int, np.ndarray] = {}
+
+
+def _u1_reference(bench: BenchModel) -> np.ndarray:
+    """u1's reference ticks over 5000 s on ``bench`` (computed once per bench)."""
+    if id(bench) not in _U1_REFERENCE:
+        _U1_REFERENCE[id(bench)] = reference_drift(bench, 1, 5_002)
+    return _U1_REFERENCE[id(bench)]
+
+
+@settings(max_examples=20, deadline=None)
+@given(ks=st.lists(st.integers(-10, 500_000), min_size=1, max_size=12))
+def test_model_phase_does_not_depend_on_the_order_of_the_questions(model_host, ks):
+    """A fresh source asked for blocks in any order (late first, past and future) answers
+    what the reference says for every block."""
+    src = PhotonPairSource("pairs", model_host.bench, MODEL_PHYSICS)
+    k = np.array(ks, dtype=np.int64)
+    got = np.array([src.user_phase_rad("u1", (kk + 0.5) * PHYSICS.block_s) for kk in ks])
+    np.testing.assert_allclose(
+        got, -0.5 + expected_w(_u1_reference(model_host.bench), k), atol=1e-9
+    )
+
+
+def test_model_phase_same_seed_same_realisation_other_name_or_user_another():
+    t_s = np.linspace(0.0, 1800.0, 97)
+
+    def phases(seed: int, name: str, user: str, physics=MODEL_PHYSICS) -> np.ndarray:
+        bench = BenchModel(clock=VirtualClock(realtime=False), seed=seed, environment=ROOM)
+        return PhotonPairSource(name, bench, physics).user_phases_rad(user, t_s)
+
+    base = phases(MODEL_SEED, "pairs", "u1")
+    np.testing.assert_array_equal(phases(MODEL_SEED, "pairs", "u1"), base)
+    for other in (phases(MODEL_SEED + 1, "pairs", "u1"), phases(MODEL_SEED, "ring", "u1")):
+        assert np.max(np.abs(other - base)) > 1e-3
+    # u2 has the same offset as u1 would at 0 but its own stream
+    assert np.max(np.abs(phases(MODEL_SEED, "pairs", "u2") - (base + 0.5))) > 1e-3
+    # the random-walk user walks as it does when nobody uses the model
+    walkers = replace(PHYSICS, users=(*PHYSICS.users[:3], MODEL_PHYSICS.users[3]))
+    walk = phases(MODEL_SEED, "pairs", "u3", walkers)
+    assert np.ptp(walk) > 0.1
+    np.testing.assert_array_equal(phases(MODEL_SEED, "pairs", "u3"), walk)
+
+
+def test_model_phase_follows_a_step_of_the_room_through_the_enclosure_lag():
+    """A quiet room at 25 degC warming by 1 degC from t = 100.5 s (so the tick at 101 s is the
+    first warm one), every random source off: W = k (1 - exp(-(t - 100 s) / tau)) at whole
+    seconds after the step, 0 before (the model's exact discretisation of the lag)."""
+    quiet = DriftParams(
+        thermal_lag_s=60.0,
+        random_walk_rad2_per_s=0.0,
+        burst_rate_per_hour=0.0,
+        pump_power_rel_std=0.0,
+    )
+    user = UserPhysics("u1", None, 0.0, 0.0, 0.0, phase_drift="model", drift=quiet)
+    physics = replace(MODEL_PHYSICS, users=(MODEL_PHYSICS.users[0], user, *MODEL_PHYSICS.users[2:]))
+    bench = BenchModel(
+        clock=VirtualClock(realtime=False),
+        seed=3,
+        ambient_c=25.0,
+        environment={"steps": [[100.5, 1.0]]},
+    )
+    src = PhotonPairSource("pairs", bench, physics)
+    t_s = np.array([0.0, 50.0, 100.0, 101.0, 130.0, 160.0, 400.0])
+    got = src.user_phases_rad("u1", t_s + 0.005)  # inside the block that starts at t_s
+    expected = quiet.phase_per_kelvin_rad * -np.expm1(-np.maximum(t_s - 100.0, 0.0) / 60.0)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"phase_drift": "brownian"}, "phase_drift 'brownian'"),
+        ({"phase_drift": "model", "drift_rad2_per_s": 1e-3}, "ambiguous"),
+        ({"phase_drift": "random_walk", "drift": DriftParams()}, "phase_drift 'model' only"),
+    ],
+)
+def test_bad_drift_choice_is_refused_naming_the_user(change, problem):
+    users = (replace(MODEL_PHYSICS.users[0], **change), *MODEL_PHYSICS.users[1:])
+    bench = BenchModel(clock=VirtualClock(realtime=False), seed=1)
+    with pytest.raises(ValueError, match="user u0") as info:
+        PhotonPairSource("pairs", bench, replace(MODEL_PHYSICS, users=users))
+    assert problem in str(info.value)

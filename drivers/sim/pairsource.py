@@ -73,11 +73,29 @@ detection of block k-1 is dropped, so no two registered detections are ever clos
 dead time, but at such a (rare) boundary the later rather than the earlier one may survive.
 A block generated before its predecessor starts with no carried detection.
 
-User phase: phi_U(t) = phase_offset_rad + rad_per_v * V(t) + W_U(t), with V the AWG output
-``phase_port`` read at the block start (0 V without a port) and W_U a random walk of variance
-``drift_rad2_per_s`` * t, constant over a block (its increments are drawn per block from
-seeds derived from the bench seed, the source's name and the user). The phase is constant
-within a block.
+User phase: phi_U(t) = phase_offset_rad + rad_per_v * V(t) + W_U(k), with V the AWG output
+``phase_port`` read at the start of t's block k (0 V without a port) and W_U(k) the
+interferometer's own drift at that block start (W_U(k <= 0) = 0). The phase is constant within
+a block. :attr:`UserPhysics.phase_drift` chooses W_U:
+
+* ``"random_walk"`` (the default): a random walk over blocks, its variance
+  ``drift_rad2_per_s`` times t; its increments are drawn per block from seeds derived from
+  the bench seed, the source's name and the user.
+* ``"model"``: the project's drift model (:mod:`models.drift`, parameters
+  :attr:`UserPhysics.drift`, default :class:`~models.drift.DriftParams`) with the bench's room
+  ``bench.environment.ambient_c(t_s)`` as its lab air, the same room that heats the TEC stage:
+  thermal drift through the enclosure's lag, random walk, vibration bursts (its measurement
+  noise and telemetry are not used). A :class:`~models.drift.DriftProcess` seeded by (bench
+  seed, CRC-32 of the source name, :data:`USER_DRIFT_SEED_TAG`, user index) gives the true
+  phase D at ticks t = 0, tick_s, 2 tick_s, ... (``start_s = -tick_s``; its burn-in asks the
+  room for negative times); W_U(k) = D(k block_s) - D(0), D interpolated linearly between the
+  ticks around the block start. With the defaults (1 s ticks, 30 min enclosure lag, 7.1
+  rad/K) the thermal part follows the room's slow drift, filtered, and the bursts (about one
+  an hour, 20 s) add 0.3 rad jitter and leave 0.3 rad rms offsets: in the ``typical_lab``
+  room ~0.4-0.5 rad rms change per hour (measured over a day, three seeds). The ticks are
+  generated forward as far as a question needs and kept (8 bytes a tick: 0.7 MB a day at
+  1 s), so any block, past or future, in any order, gets one value; a change of the room
+  reaches the ticks generated after it.
 
 Blocks, determinism and consistency
 -----------------------------------
@@ -131,11 +149,14 @@ import math
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numba as nb
 import numpy as np
+
+from models.drift import DriftParams, DriftProcess
 
 if TYPE_CHECKING:
     from drivers.sim.bench import BenchModel
@@ -148,6 +169,10 @@ CACHE_BLOCKS = 256
 CONDITIONS_KEPT = 1 << 16
 _WALK_CHUNK = 4096
 _NONE_PS = -(1 << 62)  # "no registered detection yet"
+#: seed tag of the drift-model phase of each user (keeps its streams apart from the others)
+USER_DRIFT_SEED_TAG = 0xD21F7
+#: the drift choices of :attr:`UserPhysics.phase_drift`
+PHASE_DRIFTS = ("random_walk", "model")
 _DEGENERATE_A, _DEGENERATE_B, _NONDEGENERATE = 0, 1, 2
 
 
@@ -186,7 +211,11 @@ class UserPhysics:
     phase_port: tuple[str, int] | None  #: AWG output driving the phase shifter (None: fixed)
     rad_per_v: float  #: phase shifter gain
     phase_offset_rad: float  #: phase at 0 V
-    drift_rad2_per_s: float  #: random-walk phase drift (variance per second)
+    drift_rad2_per_s: float  #: random-walk phase drift (variance per second; "random_walk" only)
+    #: "random_walk" (per-block walk of drift_rad2_per_s) or "model" (models.drift, the room)
+    phase_drift: str = "random_walk"
+    #: drift-model parameters ("model" only; None: DriftParams() defaults)
+    drift: DriftParams | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +310,60 @@ class _PhaseWalk:
         return float(self._chunk(c)[k - c * _WALK_CHUNK])
 
 
+class _ModelDrift:
+    """W(k) = D(k block_s) - D(0) of one user from the drift model (module docstring).
+
+    The true phase D at ticks 0, tick_s, 2 tick_s, ... is kept in a growing float64 array
+    (capacity doubled as needed) and extended forward only as far as a question needs. Not
+    locked: the source calls it under its own lock.
+    """
+
+    def __init__(
+        self,
+        params: DriftParams,
+        seed: tuple[int, ...],
+        air_c: Callable[[np.ndarray], np.ndarray],
+        block_s: float,
+    ) -> None:
+        self.params = params
+        self.block_s = block_s
+        # first tick at t = 0: D(0) is a tick, the reference of W
+        self._process = DriftProcess(
+            params, seed=seed, start_s=-params.tick_s, block_ticks=1, air_c=air_c
+        )
+        first = self._process.advance(1)
+        self._d0 = float(first.phase_rad[0])
+        self._w = np.zeros(1024, dtype=np.float64)  #: D(i tick_s) - D(0), i < self._n
+        self._n = 1
+
+    def _extend(self, n: int) -> None:
+        """Make ticks 0..n-1 available."""
+        if n <= self._n:
+            return
+        if n > self._w.size:
+            grown = np.empty(max(n, 2 * self._w.size), dtype=np.float64)
+            grown[: self._n] = self._w[: self._n]
+            self._w = grown
+        trace = self._process.advance(n - self._n)
+        self._w[self._n : n] = trace.phase_rad - self._d0
+        self._n = n
+
+    def at(self, ks: np.ndarray) -> np.ndarray:
+        """W at the starts of blocks ``ks`` (int64), float64; 0 for k <= 0."""
+        ks = np.asarray(ks, dtype=np.int64)
+        out = np.zeros(ks.shape, dtype=np.float64)
+        later = ks > 0
+        if not later.any():
+            return out
+        g = ks[later].astype(np.float64) * self.block_s / self.params.tick_s
+        i = np.floor(g).astype(np.int64)
+        self._extend(int(i.max()) + 2)
+        frac = g - i
+        w = self._w
+        out[later] = w[i] + frac * (w[i + 1] - w[i])
+        return out
+
+
 class PhotonPairSource:
     """The photon-pair source element of a simulated bench (see the module docstring).
 
@@ -318,7 +401,10 @@ class PhotonPairSource:
                 (*self._seed_key, 0x57A1C, i), math.sqrt(max(u.drift_rad2_per_s, 0.0) * p.block_s)
             )
             for i, u in enumerate(p.users)
+            if u.phase_drift == "random_walk"
         }
+        #: drift-model phases, built on first use (the burn-in asks the room then)
+        self._model_drifts: dict[str, _ModelDrift] = {}
         self._cache: OrderedDict[int, _Block] = OrderedDict()
         self._conditions: OrderedDict[int, _Conditions] = OrderedDict()
         self._truth: dict[int, tuple[dict, dict]] | None = {} if keep_truth else None
@@ -338,6 +424,21 @@ class PhotonPairSource:
         if len(set(detectors)) != len(detectors):
             raise ValueError("two channels on one tagger input")
         users = {u.name for u in p.users}
+        for u in p.users:
+            if u.phase_drift not in PHASE_DRIFTS:
+                raise ValueError(
+                    f"user {u.name}: phase_drift {u.phase_drift!r}, expected one of {PHASE_DRIFTS}"
+                )
+            if u.phase_drift == "model" and u.drift_rad2_per_s != 0:
+                raise ValueError(
+                    f"user {u.name}: drift_rad2_per_s {u.drift_rad2_per_s!r} with phase_drift "
+                    "'model' is ambiguous (the model has its own random walk); set it to 0"
+                )
+            if u.phase_drift == "random_walk" and u.drift is not None:
+                raise ValueError(
+                    f"user {u.name}: drift parameters given with phase_drift 'random_walk'; "
+                    "they are used by phase_drift 'model' only"
+                )
         for c in p.channels:
             if c.label in pumps:
                 raise ValueError(f"channel {c.label} is a pump label")
@@ -478,13 +579,37 @@ class PhotonPairSource:
         )
         return rate / 2.0 * self._eta[i] + c.noise_hz_per_mw * sum(p_eff) + c.dark_hz
 
+    def _air_c(self, t_s: np.ndarray) -> np.ndarray:
+        """The bench's room (degC) at true times ``t_s``: the drift model's lab air."""
+        return np.asarray(
+            self.bench.environment.ambient_c(np.asarray(t_s, dtype=np.float64)), dtype=np.float64
+        )
+
+    def _drift_at(self, user: UserPhysics, ks: np.ndarray) -> np.ndarray:
+        """W_U at the starts of blocks ``ks`` (float64, rad); call under the lock."""
+        if user.phase_drift == "random_walk":
+            walk = self._walks[user.name]
+            return np.array([walk.at(int(k)) for k in ks.tolist()], dtype=np.float64)
+        drift = self._model_drifts.get(user.name)
+        if drift is None:
+            index = next(i for i, u in enumerate(self.physics.users) if u.name == user.name)
+            drift = _ModelDrift(
+                user.drift or DriftParams(),
+                (*self._seed_key, USER_DRIFT_SEED_TAG, index),
+                self._air_c,
+                self.physics.block_s,
+            )
+            self._model_drifts[user.name] = drift
+        return drift.at(ks)
+
     def _phase_now(self, user: UserPhysics, k: int) -> float:
         volts = 0.0
         if user.phase_port is not None:
             name, channel = user.phase_port
             t_s = np.array([k * self._block_ps * 1e-12])
             volts = float(self.bench.instruments[name].output_v(channel, t_s)[0])
-        return user.phase_offset_rad + user.rad_per_v * volts + self._walks[user.name].at(k)
+        drift = float(self._drift_at(user, np.array([k], dtype=np.int64))[0])
+        return user.phase_offset_rad + user.rad_per_v * volts + drift
 
     def user_phase_rad(self, user: str, t_s: float) -> float:
         """phi_U at true time ``t_s``: the phase its block was generated with (or would be now)."""
@@ -518,8 +643,8 @@ class PhotonPairSource:
                     name, channel = u.phase_port
                     starts_s = k_fresh * self._block_ps * 1e-12
                     volts = np.asarray(self.bench.instruments[name].output_v(channel, starts_s))
-                walk = np.array([self._walks[user].at(int(k)) for k in k_fresh])
-                phases[fresh] = u.phase_offset_rad + u.rad_per_v * volts + walk
+                drift = self._drift_at(u, k_fresh)
+                phases[fresh] = u.phase_offset_rad + u.rad_per_v * volts + drift
         return phases[where].reshape(t.shape)
 
     # -- generation ----------------------------------------------------------------------------
