@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: ``listener(instrument, setting, channel, value)``: called after a setting was written
+SettingListener = Callable[[str, str, "int | None", Any], None]
+
 
 def parse_scpi_error(reply: str) -> tuple[int, str]:
     """Parse a SCPI ``SYST:ERR?`` reply such as ``-222,"Data out of range"``."""
@@ -109,6 +112,25 @@ class Instrument:
         self._ranges = self._build_ranges(limits or {})
         self._ramps = self._check_ramps(ramps or {})
         self.cache: dict[tuple[str, int | None], Any] = {}
+        self._listeners: list[SettingListener] = []
+
+    # -- who wants to know about changes -------------------------------------
+    def add_setting_listener(self, listener: SettingListener) -> None:
+        """Call ``listener(instrument, setting, channel, value)`` after every successful
+        :meth:`set` (once, with the final value of a ramp), from the setting thread. A
+        listener that raises is logged and never fails the write (a recorder, a GUI)."""
+        self._listeners.append(listener)
+
+    def remove_setting_listener(self, listener: SettingListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self, name: str, channel: int | None, value: Any) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(self.name, name, channel, value)
+            except Exception:
+                log.exception("%s: setting listener %r failed", self.name, listener)
 
     # -- declared settings ---------------------------------------------------
     @classmethod
@@ -372,6 +394,7 @@ class Instrument:
             self._ramp(setting, value, channel, rate)
         else:
             self._write_setting(setting, value, channel)
+        self._notify(name, channel, value)
 
     def _write_setting(self, setting: Setting, value: Any, channel: int | None) -> None:
         command = setting.set_command(value, channel)

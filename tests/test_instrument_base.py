@@ -211,3 +211,23 @@ def test_driver_conventions(model):
         assert setting.units is not None
         if setting.rampable:
             assert setting.model_range is not None, f"{name}: rampable needs a range"
+
+
+# -- setting listeners (recorder, GUI) ------------------------------------------------
+def test_setting_listeners_hear_every_written_setting_once_and_never_fail_it(bench, laser):
+    heard: list[tuple] = []
+    laser.add_setting_listener(lambda *change: heard.append(change))
+
+    def broken(*change):
+        raise RuntimeError("listener bug")
+
+    laser.add_setting_listener(broken)
+    laser.set("wavelength_nm", 1550.5)
+    laser.set("power_mw", 2.0)  # ramped at 50 mW/s: one notification with the final value
+    with pytest.raises(LimitViolation):
+        laser.set("power_mw", 9.0)  # refused: not written, not heard
+    assert heard == [("laser1", "wavelength_nm", None, 1550.5), ("laser1", "power_mw", None, 2.0)]
+    assert laser.get("power_mw") == pytest.approx(2.0)
+    laser.remove_setting_listener(broken)
+    laser.emission = True
+    assert heard[-1] == ("laser1", "emission", None, True)
