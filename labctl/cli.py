@@ -5,6 +5,7 @@
     labctl run [CONFIG]                   the main job on a bench (ISAQN: live, recorded;
                                           entanglement: live per user pair)
     labctl loops [CONFIG] [--loop NAME]   run the bench file's feedback loops and interlocks
+    labctl autotune [CONFIG] --loop NAME  step one loop's actuator, fit a model, propose gains
     labctl bench isaqn [--json]           receiver DSP throughput vs a numpy/scipy reference
     labctl bench coincidence [--json]     time-tag histogram vs numpy/pycorrelate, PTU decoding
     labctl bench predictors [--json]      drift predictors: RMSE, step latency, duty cycle at
@@ -38,6 +39,7 @@ from typing import Any
 
 from drivers.errors import InstrumentError
 from labctl import (
+    autotune_job,
     bench_coincidence,
     bench_isaqn,
     bench_predictors,
@@ -191,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_predictors.add_parser(bench_sub)
 
     replay_ptu.add_parser(sub)
+    autotune_job.add_parser(sub)
 
     p = sub.add_parser("calc", help="calculators")
     calc_sub = p.add_subparsers(dest="calc_command", required=True, metavar="CALC")

@@ -79,7 +79,7 @@ def quadrature_phase_rad(i_v: float, q_v: float, dc_v: float) -> float:
     return math.atan2(q_v - dc_v, i_v - dc_v)
 
 
-class _Binding:
+class LoopBinding:
     """read/write/safe/engage/release of one loop over the drivers."""
 
     def __init__(self, cfg: LoopConfig, instruments: Mapping[str, Instrument], clock: LoopClock):
@@ -89,7 +89,7 @@ class _Binding:
         self._last_scan: int | None = None
         self._last_scan_s = math.nan
 
-    def _get(self, name: str | None) -> Any:
+    def instrument(self, name: str | None) -> Any:
         assert name is not None
         try:
             return self.instruments[name]
@@ -99,39 +99,55 @@ class _Binding:
             ) from None
 
     # -- engage: hand the actuator to the loop; returns the loop's initial output -------------
-    def engage(self) -> float:
+    def present_output(self) -> float:
+        """The output :meth:`engage` starts the loop from, read without writing anything:
+        temperature: the current the TEC's own PID drives (0 A with its output off);
+        laser_lock: the fine-tuning correction (0 when engage re-tunes to ``setpoint_nm``);
+        phase_lock: the AWG's DC offset; each clamped to the loop's output range."""
         cfg = self.cfg
         if cfg.kind == "temperature":
-            tec = self._get(cfg.tec)
+            tec = self.instrument(cfg.tec)
             current = float(tec.get("tec_current_a")) if tec.get("output") else 0.0
-            current = cfg.settings.clamp(current)
-            if tec.get("mode") != "ITE":
-                tec.set("mode", "ITE")
-            tec.set("current_setpoint_a", current)
-            if not tec.get("output"):
-                tec.set("output", True)
-            return current
+            return cfg.settings.clamp(current)
         if cfg.kind == "laser_lock":
-            laser = self._get(cfg.laser)
             assert cfg.setpoint_nm is not None
+            laser = self.instrument(cfg.laser)
             if abs(float(laser.get("wavelength_nm")) - cfg.setpoint_nm) > 5e-5:
-                laser.set("wavelength_nm", cfg.setpoint_nm)
+                return 0.0
             pm = float(laser.get("fine_tuning_pm"))
             return cfg.settings.clamp(-pm * fine_tuning_mhz_per_pm(cfg.setpoint_nm))
         awg_name, ch = cfg.awg or ("", 0)
-        awg = self._get(awg_name)
-        if awg.get("function", ch) != "DC":
-            awg.set("function", "DC", ch)
-        volts = cfg.settings.clamp(float(awg.get("offset_v", ch)))
-        awg.set("offset_v", volts, ch, ramp=False)
-        if not awg.get("output", ch):
-            awg.set("output", True, ch)
-        return volts
+        return cfg.settings.clamp(float(self.instrument(awg_name).get("offset_v", ch)))
+
+    def engage(self) -> float:
+        cfg = self.cfg
+        initial = self.present_output()
+        if cfg.kind == "temperature":
+            tec = self.instrument(cfg.tec)
+            if tec.get("mode") != "ITE":
+                tec.set("mode", "ITE")
+            tec.set("current_setpoint_a", initial)
+            if not tec.get("output"):
+                tec.set("output", True)
+        elif cfg.kind == "laser_lock":
+            laser = self.instrument(cfg.laser)
+            assert cfg.setpoint_nm is not None
+            if abs(float(laser.get("wavelength_nm")) - cfg.setpoint_nm) > 5e-5:
+                laser.set("wavelength_nm", cfg.setpoint_nm)  # zeroes the fine tuning
+        else:
+            awg_name, ch = cfg.awg or ("", 0)
+            awg = self.instrument(awg_name)
+            if awg.get("function", ch) != "DC":
+                awg.set("function", "DC", ch)
+            awg.set("offset_v", initial, ch, ramp=False)
+            if not awg.get("output", ch):
+                awg.set("output", True, ch)
+        return initial
 
     def release(self, setpoint: float) -> None:
         """Hand the actuator back (loop stopped in order, not faulted)."""
         if self.cfg.kind == "temperature":
-            tec = self._get(self.cfg.tec)
+            tec = self.instrument(self.cfg.tec)
             was_on = bool(tec.get("output"))  # off: a fault or an interlock; leave it off
             tec.set("setpoint_c", setpoint, ramp=False)
             tec.set("mode", "T")
@@ -142,14 +158,14 @@ class _Binding:
     def read(self) -> float | Reading:
         cfg = self.cfg
         if cfg.kind == "temperature":
-            return float(self._get(cfg.tec).get("temperature_c"))
+            return float(self.instrument(cfg.tec).get("temperature_c"))
         if cfg.kind == "laser_lock":
-            reading = self._get(cfg.wavemeter).measure()
+            reading = self.instrument(cfg.wavemeter).measure()
             now = self.clock.now_s()
             if reading.scan_index != self._last_scan:
                 self._last_scan, self._last_scan_s = reading.scan_index, now
             return Reading((reading.frequency_hz - cfg.reference_hz) / 1e6, self._last_scan_s)
-        scope = self._get(cfg.scope)
+        scope = self.instrument(cfg.scope)
         assert cfg.i_channel is not None and cfg.q_channel is not None and cfg.dc_v is not None
         i_v = float(scope.mean_voltage_v(cfg.i_channel))
         q_v = float(scope.mean_voltage_v(cfg.q_channel))
@@ -158,18 +174,18 @@ class _Binding:
     def write(self, output: float) -> None:
         cfg = self.cfg
         if cfg.kind == "temperature":
-            self._get(cfg.tec).set("current_setpoint_a", output)
+            self.instrument(cfg.tec).set("current_setpoint_a", output)
         elif cfg.kind == "laser_lock":
             assert cfg.setpoint_nm is not None
             pm = -output / fine_tuning_mhz_per_pm(cfg.setpoint_nm)
-            self._get(cfg.laser).set("fine_tuning_pm", round(pm, 2), ramp=False)
+            self.instrument(cfg.laser).set("fine_tuning_pm", round(pm, 2), ramp=False)
         else:
             awg_name, ch = cfg.awg or ("", 0)
-            self._get(awg_name).set("offset_v", output, ch, ramp=False)
+            self.instrument(awg_name).set("offset_v", output, ch, ramp=False)
 
     def safe(self) -> Callable[[], None] | None:
         if self.cfg.kind == "temperature":
-            return self._get(self.cfg.tec).safe_state
+            return self.instrument(self.cfg.tec).safe_state
         return None
 
 
@@ -193,7 +209,7 @@ class BenchLoops:
                 raise KeyError(f"no loop named {', '.join(sorted(unknown))} (bench loops: {known})")
         self.configs = {c.name: c for c in chosen}
         self.clock = loop_clock(vclock)
-        self.bindings = {c.name: _Binding(c, instruments, self.clock) for c in chosen}
+        self.bindings = {c.name: LoopBinding(c, instruments, self.clock) for c in chosen}
         self.on_tick = on_tick
         self.runner: LoopRunner | None = None
 
