@@ -224,7 +224,10 @@ class Recording:
 
     # -- following --------------------------------------------------------------------------
     def refresh(self) -> bool:
-        """Pick up the writer's newest commit (``follow=True`` only); True if it changed."""
+        """Pick up the writer's newest commit (``follow=True`` only); True if it changed.
+
+        Reopens the file (see the module doc). If that fails, the error says why and this
+        Recording is closed."""
         if not self.follow:
             raise RecordingError(self.path, "refresh() needs open_recording(..., follow=True)")
         old = self._state
@@ -330,7 +333,8 @@ def _open_file(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except (OSError, RuntimeError, ValueError) as exc:
-        if not _writer_flags_set(path):
+        sb = _superblock(path)
+        if sb is None or sb[0] == 0:
             raise not_hdf5(exc) from exc
         plain_error = exc
     # The writer did not close the file (running, or killed). Its last allocation may also
@@ -350,15 +354,19 @@ def _open_file(path: Path) -> h5py.File:
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def _writer_flags_set(path: Path) -> bool:
-    """True if the superblock (version 2 or 3, at offset 0: what the recorder writes) has
-    its file consistency flags set: a writer opened the file and did not close it."""
+def _superblock(path: Path) -> tuple[int, int] | None:
+    """(file consistency flags, end-of-allocation address) from the superblock the recorder
+    writes (version 2 or 3 at offset 0, 8-byte addresses); None for any other file. Flags
+    != 0: a writer opened the file and did not close it."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(12)
+            head = fh.read(36)
     except OSError:
-        return False
-    return len(head) == 12 and head[:8] == _SIGNATURE and head[8] in (2, 3) and head[11] != 0
+        return None
+    if len(head) < 36 or head[:8] != _SIGNATURE or head[8] not in (2, 3) or head[9] != 8:
+        return None
+    base, eoa = (int.from_bytes(head[k : k + 8], "little") for k in (12, 28))
+    return head[11], base + eoa
 
 
 #: Attempts at reading a metadata block that fails its checksum in SWMR read mode. Sleeps
@@ -434,8 +442,14 @@ def _check(path: Path, f: h5py.File, name: str | None, version: tuple[int, int] 
         if _read(path, f"/{needed}", lambda n=needed: n not in f):
             raise RecordingError(path, f"/{needed} is missing: not a complete labctl recording")
     names = tuple(_read(path, f"/{TABLES_PATH}", lambda: f[TABLES_PATH].asstr()[()]))
+    # SWMR read mode skips HDF5's end-of-file check. Every committed byte lies below the
+    # end-of-allocation address the superblock had at that commit's flush, and that address
+    # only grows: if the file reaches it, nothing committed is cut off. Otherwise look.
     eof = path.stat().st_size
-    _check_inside(path, f[COMMIT_PATH], None, eof, "the commit record")
+    sb = _superblock(path)
+    scan = sb is None or sb[1] > eof
+    if scan:
+        _check_inside(path, f[COMMIT_PATH], None, eof, "the commit record")
     slots = _read(path, f"/{COMMIT_PATH}", lambda: f[COMMIT_PATH][()])
     commit = decode_commit(slots, len(names))
     if commit is None:
@@ -453,7 +467,8 @@ def _check(path: Path, f: h5py.File, name: str | None, version: tuple[int, int] 
                 f"table {table!r}: {count} rows committed but the dataset holds only "
                 f"{obj.shape[0]} (file corrupt)",
             )
-        _check_inside(path, obj, count, eof, f"the committed rows of table {table!r}")
+        if scan:
+            _check_inside(path, obj, count, eof, f"the committed rows of table {table!r}")
     closed_ns = int(_read(path, f"/{CLOSED_PATH}", lambda: f[CLOSED_PATH][()]))
     return _State(
         file=f,

@@ -20,7 +20,8 @@ a small contiguous int64 dataset ``/_recording/commit`` of two slots (rows). A s
 everything before it. A commit is:
 
 1. every row handed to HDF5 so far (data chunks, chunk indexes, extents, the global heap of
-   variable-length strings) is flushed to the file with ``H5Fflush``;
+   variable-length strings) is flushed to the file: each table written since the last
+   commit with ``H5Dflush`` (so an error names its table), then the file with ``H5Fflush``;
 2. the new slot ``seq % 2`` is written and flushed again.
 
 A reader takes, of the two slots, the valid one (CRC matches) with the largest ``seq`` and
@@ -31,10 +32,11 @@ are ignored, even if half written. A commit killed inside step 2 may leave its s
 CRC then fails and the other slot, the previous complete commit, is used. Committed rows are
 never rewritten with different bytes: an uncompressed chunk is rewritten in place with the
 same bytes for its committed rows, and a compressed chunk that grows is written to newly
-allocated space before its index entry is switched (measured: 120 SIGKILLs during
-back-to-back commits of gzip tables, every committed row intact; ``tests/test_h5record.py``
-repeats it on every run). The writer's process dying is covered; the operating system
-dying is not (no ``fsync``: it would cost tens of ms per commit on a spinning disk).
+allocated space before its index entry is switched (measured: 120 SIGKILLs of a writer
+committing gzip tables back to back, and 150 of this recorder with gzip, LZF, plain and
+text tables: every committed row intact; ``tests/test_h5record.py`` kills it 6 times on
+every run). The writer's process dying is covered; the operating system dying or a power
+cut is not: that would need an ``fsync`` at every commit, which the writer does not do.
 
 Only the commit is trusted, not the dataset extents: an extent may include rows written
 after the last commit (and a crashed row), and the counts make the rows of all tables
@@ -65,16 +67,15 @@ first one as a :class:`RecorderError` naming the file and the table, calls ``on_
 and every later :meth:`Recorder.append`, :meth:`Recorder.flush` and :meth:`Recorder.close`
 raises it. The file keeps its last commit.
 
-Threads and the GIL
--------------------
-h5py holds the GIL during HDF5 calls, so a long HDF5 call in the writer thread would stall
-the acquisition threads. The writer therefore hands HDF5 at most about
-:data:`WRITE_PIECE_BYTES` per call, and gzip tables are compressed by :func:`zlib.compress`
-(which releases the GIL) and written with ``write_direct_chunk``: on the 2-vCPU development
-machine, gzip-compressing 1 MiB chunks inside h5py stalled a busy main thread up to 230 ms,
-this path at most ~30 ms. LZF runs inside h5py (fast: a few ms per MiB). A process must
-not read its own recording while writing it: read it from another process (SWMR) or after
-:meth:`Recorder.close`.
+Threads
+-------
+h5py releases the GIL during HDF5 calls (measured here: a busy thread stalled at most
+~9 ms, a couple of interpreter switch intervals, during a 414 ms gzip flush), so the writer
+thread's compression and I/O do not stall acquisition threads. h5py does serialise all
+HDF5 calls of a process with one lock: the writer hands HDF5 at most
+:data:`WRITE_PIECE_BYTES` per call so that another thread's h5py call waits little. A
+process must not read its own recording while writing it: read it from another process
+(SWMR) or after :meth:`Recorder.close`.
 """
 
 from __future__ import annotations
@@ -140,10 +141,13 @@ RESERVED_ATTRS = frozenset(
 #: commit. An uncompressed chunk is allocated whole: every table costs at least one chunk
 #: on disk, so give slow tables a smaller ``chunk_rows``.
 DEFAULT_CHUNK_BYTES = 256 * 1024
-#: At most this many bytes go to HDF5 in one call (h5py holds the GIL during it).
+#: At most this many bytes go to HDF5 in one h5py call. h5py releases the GIL during HDF5
+#: calls but serialises all of a process's HDF5 calls with one lock: a bounded piece keeps
+#: another thread's h5py call (a display reading another file) from waiting long.
 WRITE_PIECE_BYTES = 4 * 1024 * 1024
-#: A gzip chunk is compressed whole in memory at every commit: keep it bounded.
-MAX_GZIP_CHUNK_BYTES = 64 * 1024 * 1024
+#: A compressed chunk must fit the chunk cache, or HDF5 re-reads, decompresses and
+#: recompresses it at every partial write; the cache is sized to two of the largest chunks.
+MAX_COMPRESSED_CHUNK_BYTES = 64 * 1024 * 1024
 #: The writer takes at most this much from the queue between two commit checks, so a
 #: backlog does not delay commits by more than about one batch's write time.
 _BATCH_BYTES = 16 * 1024 * 1024
@@ -223,10 +227,12 @@ class Table:
     variable-length UTF-8 text, or a structured dtype with top-level :data:`STRING` fields.
     ``chunk_rows``: rows per HDF5 chunk; default: about :data:`DEFAULT_CHUNK_BYTES` per chunk
     (at least one row). ``compression``: None, "gzip" (level ``gzip_level``, with the
-    shuffle filter, which groups bytes of equal significance and typically gains 1.5-3x on
-    ADC codes) or "lzf" (fast, weaker). Text cannot be compressed: HDF5 would compress only
-    its 16-byte heap references. ``units`` and ``description`` become dataset attributes,
-    with ``attrs``.
+    shuffle filter, which groups bytes of equal significance) or "lzf". Measured on noisy
+    int16 ADC codes (300 codes rms) on the 2-vCPU development machine: no compression
+    ~1.2 GB/s, LZF ~130 MB/s and no gain, gzip level 4 ~40 MB/s and 1.3x smaller (one
+    core): compress raw streams only if the disk, not the CPU, is the limit. Text cannot
+    be compressed: HDF5 would compress only its 16-byte heap references. ``units`` and
+    ``description`` become dataset attributes, with ``attrs``.
     """
 
     path: str
@@ -272,10 +278,10 @@ class Table:
             or self.chunk_rows < 1
         ):
             raise ValueError(f"{where}: chunk_rows {self.chunk_rows!r}: expected an integer >= 1")
-        if self.compression == "gzip" and self.chunk_bytes > MAX_GZIP_CHUNK_BYTES:
+        if self.compression is not None and self.chunk_bytes > MAX_COMPRESSED_CHUNK_BYTES:
             raise ValueError(
-                f"{where}: gzip chunk of {self.chunk_bytes} bytes > {MAX_GZIP_CHUNK_BYTES}: "
-                "lower chunk_rows or split the rows"
+                f"{where}: compressed chunk of {self.chunk_bytes} bytes > "
+                f"{MAX_COMPRESSED_CHUNK_BYTES}: lower chunk_rows or split the rows"
             )
         attrs = dict(self.attrs)
         for key, value in (("units", self.units), ("description", self.description)):
@@ -583,97 +589,24 @@ class _Item:
 
 
 # -- per-table writers (writer thread only) -------------------------------------------------
-class _PlainWriter:
-    """Uncompressed, LZF and text tables: h5py writes, at most WRITE_PIECE_BYTES a call."""
+class _TableWriter:
+    """Appends a table's rows: at most :data:`WRITE_PIECE_BYTES` (or one row, if larger)
+    per h5py call."""
 
     def __init__(self, ds: h5py.Dataset, spec: Table) -> None:
         self.ds = ds
-        self.spec = spec
         self.rows = 0
+        self.step = max(1, WRITE_PIECE_BYTES // max(1, spec.row_bytes))
 
     def write(self, arr: np.ndarray) -> None:
         n = arr.shape[0]
         if n == 0:
             return
         self.ds.resize(self.rows + n, axis=0)
-        row_bytes = max(1, self.spec.row_bytes)
-        step = max(1, WRITE_PIECE_BYTES // row_bytes)
-        for a in range(0, n, step):
-            b = min(n, a + step)
-            if step == 1 and self.spec.row_shape and row_bytes > WRITE_PIECE_BYTES:
-                # one row is bigger than a piece: split it along its first axis
-                inner = max(1, WRITE_PIECE_BYTES * self.spec.row_shape[0] // row_bytes)
-                for c in range(0, self.spec.row_shape[0], inner):
-                    d = min(self.spec.row_shape[0], c + inner)
-                    self.ds[self.rows + a, c:d] = arr[a, c:d]
-            else:
-                self.ds[self.rows + a : self.rows + b] = arr[a:b]
+        for a in range(0, n, self.step):
+            b = min(n, a + self.step)
+            self.ds[self.rows + a : self.rows + b] = arr[a:b]
         self.rows += n
-
-    def before_commit(self) -> None:
-        """Nothing buffered here."""
-
-
-class _GzipWriter:
-    """gzip tables: whole chunks shuffled and deflated by zlib (GIL released), written with
-    ``write_direct_chunk``. The partly filled last chunk is kept in memory and written (zero
-    padded, as a full chunk) at each commit, so commits include it."""
-
-    def __init__(self, ds: h5py.Dataset, spec: Table) -> None:
-        assert spec.chunk_rows is not None
-        self.ds = ds
-        self.spec = spec
-        self.chunk_rows = spec.chunk_rows
-        self.tail = np.zeros((spec.chunk_rows, *spec.row_shape), dtype=spec.dtype)
-        self.tail_rows = 0  # rows in the tail buffer
-        self.tail_in_file = 0  # of which already written to the file
-        self.chunk_start = 0  # row index of the tail chunk
-        self.zero_offsets = (0,) * len(spec.row_shape)
-
-    @property
-    def rows(self) -> int:
-        return self.chunk_start + self.tail_rows
-
-    def write(self, arr: np.ndarray) -> None:
-        k = 0
-        n = arr.shape[0]
-        while k < n:
-            take = min(self.chunk_rows - self.tail_rows, n - k)
-            self.tail[self.tail_rows : self.tail_rows + take] = arr[k : k + take]
-            self.tail_rows += take
-            k += take
-            if self.tail_rows == self.chunk_rows:
-                self._write_tail()
-                self.chunk_start += self.chunk_rows
-                self.tail_rows = 0
-                self.tail_in_file = 0
-                self.tail.fill(0)
-
-    def before_commit(self) -> None:
-        if self.tail_rows > self.tail_in_file:
-            self._write_tail()
-
-    def _write_tail(self) -> None:
-        data = self._compress(self.tail)
-        end = self.chunk_start + self.tail_rows
-        if self.ds.shape[0] < end:
-            self.ds.resize(end, axis=0)
-        self.ds.id.write_direct_chunk((self.chunk_start, *self.zero_offsets), data, 0)
-        self.tail_in_file = self.tail_rows
-
-    def _compress(self, chunk: np.ndarray) -> bytes:
-        """HDF5's shuffle then deflate filters, as ``create_dataset(compression="gzip",
-        shuffle=True)`` declares them (so h5py and every HDF5 tool decode the chunk)."""
-        itemsize = chunk.dtype.itemsize
-        raw = chunk.reshape(-1).view(np.uint8)
-        if itemsize > 1:
-            src = raw.reshape(-1, itemsize)
-            out = np.empty((itemsize, src.shape[0]), dtype=np.uint8)
-            step = max(1, (1 << 20) // itemsize)  # in ~1 MiB blocks: lets other threads run
-            for a in range(0, src.shape[0], step):
-                out[:, a : a + step] = src[a : a + step].T
-            raw = out.reshape(-1)
-        return zlib.compress(memoryview(raw), self.spec.gzip_level)
 
 
 # -- the recorder ---------------------------------------------------------------------------
@@ -698,7 +631,11 @@ class Recorder:
     t - ``flush_interval_s`` (if the writer kept up). ``queue_max_bytes``: the queue bound
     (see the module doc's overrun policy). ``on_error(exc)``: called with every
     :class:`RecorderOverrun` episode and the writer's error, from the thread that detected it
-    (the appending thread, or the writer thread); keep it short, it must not raise.
+    (the appending thread, or the writer thread); keep it short, it must not raise, and it
+    must not call :meth:`flush` or :meth:`close` (they wait for the writer thread).
+
+    Threads: :meth:`append`, :meth:`append_row`, :meth:`event` and :meth:`stats` may be
+    called from any thread, concurrently. Each table's rows keep the order of its appends.
     """
 
     def __init__(
@@ -758,15 +695,14 @@ class Recorder:
                 f"{self.path}: exists; recordings are never overwritten "
                 "(choose another name, or pass overwrite=True)"
             )
-        largest_cached = max(
-            [t.chunk_bytes for t in self._specs if t.compression != "gzip"], default=0
-        )
+        largest_chunk = max(t.chunk_bytes for t in self._specs)
         try:
             f = h5py.File(
                 self.path,
                 "w",
                 libver=("v110", "v110"),  # SWMR needs >= 1.10; readable by HDF5 >= 1.10
-                rdcc_nbytes=max(4 << 20, 2 * min(largest_cached, 64 << 20)),
+                # chunk cache per dataset: room for the chunk being filled and the next one
+                rdcc_nbytes=max(4 << 20, 2 * min(largest_chunk, MAX_COMPRESSED_CHUNK_BYTES)),
             )
         except OSError as exc:
             raise RecorderError(self.path, f"cannot create the file: {exc}") from exc
@@ -841,9 +777,8 @@ class Recorder:
         self._commit_seq = 1
         meta.create_dataset(CLOSED_PATH.split("/", 1)[1], data=np.int64(0))
         self._commit_ds = commit
-        self._writers: list[_PlainWriter | _GzipWriter] = [
-            _GzipWriter(ds, spec) if spec.compression == "gzip" else _PlainWriter(ds, spec)
-            for ds, spec in zip(self._datasets, self._specs, strict=True)
+        self._writers = [
+            _TableWriter(ds, spec) for ds, spec in zip(self._datasets, self._specs, strict=True)
         ]
 
     # -- public API -------------------------------------------------------------------------
@@ -1188,7 +1123,6 @@ class Recorder:
         """The commit protocol of the module doc (writer thread)."""
         for k in sorted(self._unflushed):  # each table's rows, so an error names its table
             self._doing = ("writing", self._names[k])
-            self._writers[k].before_commit()
             self._datasets[k].flush()
         self._unflushed.clear()
         self._doing = ("committing (flushing the file)", None)

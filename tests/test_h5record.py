@@ -468,7 +468,10 @@ def test_lifecycle(tmp_path: Path) -> None:
     with pytest.raises(RecorderError, match=r"l\.h5: table 'raw/x': append after close"):
         rec.append("raw/x", np.arange(1.0))
     st_ = rec.stats()
-    assert st_.closed and st_.error is None and st_.tables["raw/x"].rows_committed == 4
+    assert st_.closed and st_.error is None and st_.commits >= 1
+    assert st_.last_commit_unix_s is not None and st_.file_bytes == path.stat().st_size
+    x = st_.tables["raw/x"]
+    assert (x.rows_appended, x.rows_written, x.rows_committed, x.bytes_written) == (4, 4, 4, 32)
     with open_recording(path) as r:
         (ev,) = r.events()
         assert (ev["kind"], ev["table"], json.loads(ev["text"])) == (
@@ -603,10 +606,13 @@ def test_overrun_refuses_new_rows_loudly_and_logs_the_gap(tmp_path: Path) -> Non
         with pytest.raises(RecorderOverrun):
             rec.append("raw/x", rows(11))
         assert rec.overrun
-        assert [type(e) for e in errors] == [RecorderOverrun]  # once per episode
+        assert [e.table for e in errors] == ["raw/x"]  # once per episode
+        with pytest.raises(RecorderOverrun, match="'log'"):
+            rec.append("log", ["never recorded"])  # this episode is still open at close()
         st_ = rec.stats()
-        assert (st_.overruns, st_.rows_lost, st_.queue_fill) == (2, 2 * n, 1.0)
+        assert (st_.overruns, st_.rows_lost, st_.queue_fill) == (3, 2 * n + 1, 1.0)
         assert st_.tables["raw/x"].rows_lost == 2 * n
+        assert [e.table for e in errors] == ["raw/x", "log"]
         gate.set()
         rec.flush()
         assert rec.append("raw/x", rows(12)) == 10 * n  # the next accepted row index
@@ -619,7 +625,9 @@ def test_overrun_refuses_new_rows_loudly_and_logs_the_gap(tmp_path: Path) -> Non
         (gap,) = r.gaps("raw/x")
         assert (gap.table, gap.row, gap.rows_lost) == ("raw/x", 10 * n, 2 * n)
         assert isinstance(gap, Gap) and "queue was full" in gap.text
-        assert r.gaps("log") == []
+        ((table, row, lost),) = [(g.table, g.row, g.rows_lost) for g in r.gaps("log")]
+        assert (table, row, lost) == ("log", 0, 1) and r.rows("log") == 0
+        assert len(r.gaps()) == 2
 
 
 def test_an_append_larger_than_the_queue_is_a_configuration_error(tmp_path: Path) -> None:
