@@ -106,6 +106,11 @@ class BenchControl:
         return self._runner
 
     @property
+    def engaged(self) -> LoopRunner | None:
+        """The runner once :meth:`engage` ran, else None."""
+        return self._runner
+
+    @property
     def configs(self) -> dict[str, LoopConfig]:
         return self.loops.configs
 

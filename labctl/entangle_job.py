@@ -270,7 +270,7 @@ class EntanglementJob:
         """Each user's phase: a locked one by stepping its lock's setpoint (with the volts the
         step needs fed forward, so it holds the new phase at once); an unlocked one by setting
         its phase shifter to the DC level of the phase (mod 2 pi)."""
-        runner = None if self.control is None else self.control._runner
+        runner = None if self.control is None else self.control.engaged
         for u in self.ent.users:
             if u.interferometer is None:
                 continue
