@@ -1,9 +1,10 @@
 """The entanglement network's main job: pumps on resonance, taggers streaming, live per pair.
 
 Data flows one way: the taggers' :class:`~drivers.tdc.TagBatch` es (instruments) ->
+:class:`~labctl.entangle_feed.EntanglementFeed` (the chain replay runs too:
 :class:`~labctl.entangle_stream.TagStream` (relabel, clock alignment of a second free-running
 tagger, merge) -> :class:`~labctl.entangle_monitor.EntanglementMonitor` (dsp coincidence
-engine, Franson scans, BBM92) -> sinks (live display, JSON). The job itself drives the
+engine, Franson scans, BBM92)) -> sinks (live display, JSON, recorder). The job itself drives the
 actuators: ring TEC, pump lasers and the users' interferometer phase shifters.
 
 Steps of :meth:`EntanglementJob.run`:
@@ -47,19 +48,19 @@ from typing import Any
 
 from drivers.errors import InstrumentError
 from drivers.sim.clock import VirtualClock
+from drivers.tdc import TagBatch
 from labctl.bench import Bench
 from labctl.bench_control import BenchControl, ControlError
 from labctl.config import BenchConfig
 from labctl.entangle_config import EntanglementConfig
-from labctl.entangle_monitor import EntanglementMonitor, scan_phases
+from labctl.entangle_feed import EntanglementFeed, FeedError, ReadResult
+from labctl.entangle_monitor import scan_phases
 from labctl.entangle_status import EntanglementStatus, PumpStatus, TecStatus
-from labctl.entangle_stream import TagStream
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 StatusSink = Callable[[EntanglementStatus], None]
-PS_PER_S = 1_000_000_000_000
 #: TEC within this of its setpoint, for this many readings 50 ms apart, before the pumps go on
 TEC_READY_C = 0.01
 TEC_STEADY_READINGS = 20
@@ -92,19 +93,15 @@ class EntanglementJob:
         self.ent: EntanglementConfig = config.entanglement
         self.progress = progress or (lambda text: None)
         self.tick_s = tick_s
-        ent = self.ent
-        self.monitor = EntanglementMonitor(ent)
-        self.users = [u.name for u in ent.users]
-        self.stream = TagStream(
-            [(c.tagger, c.input) for c in ent.channels],
-            ent.reference_tagger,
-            sync=self._sync_pair(),
-            max_offset_s=ent.max_clock_offset_s,
-            max_drift_ppm=ent.max_drift_ppm,
-        )
-        self.lost_events = 0
-        self.step = -1
-        self._step_end_ps: int | None = None
+        try:
+            self.feed = EntanglementFeed(self.ent, where=str(config.path), progress=self.progress)
+        except FeedError as exc:
+            raise JobError(str(exc)) from exc
+        self.monitor = self.feed.monitor
+        self.stream = self.feed.stream
+        self.users = self.feed.users
+        #: called with every read's batches and its result, before anything is commanded
+        self.read_sink: Callable[[Sequence[tuple[str, TagBatch]], ReadResult], None] | None = None
         #: user -> (phase-lock loop, volts per 2 pi) for the users whose phase a loop holds
         self.phase_locks: dict[str, tuple[str, float]] = {}
         self.control: BenchControl | None = None
@@ -157,22 +154,6 @@ class EntanglementJob:
             elif cfg.autostart:
                 names.append(cfg.name)
         return names
-
-    def _sync_pair(self) -> tuple[int, int] | None:
-        """Stream ids of the first cross-tagger link (reference side first), if any."""
-        ent = self.ent
-        if len(ent.taggers) < 2:
-            return None
-        ids = {c.label: k for k, c in enumerate(ent.channels)}
-        for link in ent.links():
-            a, b = ent.channel(link.channel_a), ent.channel(link.channel_b)
-            if a.tagger != b.tagger:
-                ref, oth = (a, b) if a.tagger == ent.reference_tagger else (b, a)
-                return ids[ref.label], ids[oth.label]
-        raise JobError(
-            f"{self.config.path}: entanglement.channels: the two taggers share no correlated "
-            "channel pair, so their clocks cannot be aligned"
-        )
 
     def _instrument(self, name: str) -> Any:
         return self.bench.instruments[name]
@@ -289,51 +270,31 @@ class EntanglementJob:
             awg.set("offset_v", volts, ch, ramp=False)
 
     # -- the loop ----------------------------------------------------------------------------
-    def read_once(self) -> None:
-        """Read every tagger once and feed what is complete to the monitor."""
+    @property
+    def lost_events(self) -> int:
+        return self.feed.lost_events
+
+    def read_once(self) -> ReadResult:
+        """Read every tagger once, hand the batches to the feed; command the phase step the
+        feed asks for."""
         clock = self._clock()
         if self.control is not None:
             self.control.advance(self.tick_s)  # manual clock: ticks the loops on the way
         elif clock is not None and not clock.realtime:
             clock.advance(self.tick_s)
-        for name in self.ent.taggers:
-            batch = self._instrument(name).read_tags(1.0)
-            self.lost_events += batch.lost_events
-            self.stream.push(name, batch)
-        chunk = self.stream.pop()
-        if chunk is not None:
-            self.monitor.push(chunk)
-
-    def _scan(self, messages: list[str]) -> None:
-        """Start the next phase step once the current one's data are complete."""
-        mon, ent = self.monitor, self.ent
-        n = ent.scan_steps
-        if mon.horizon_ps is None:
-            return
-        if self._step_end_ps is None:
-            k = 0  # the first step: configure() set its phases
-        else:
-            if mon.horizon_ps < self._step_end_ps:
-                return
-            mon.end_step(self._step_end_ps, last_of_scan=self.step % n == n - 1)
-            k = (self.step + 1) % n
-        phases = scan_phases(self.users, k, n)
-        if self._step_end_ps is not None:
-            self._set_phases(phases)
-        self.step += 1
-        start = self.stream_horizon_ps() + round(ent.settle_s * PS_PER_S)
-        mon.begin_step(start, phases)
-        self._step_end_ps = start + round(ent.step_s * PS_PER_S)
-        if k == 0 and self.step > 0:
-            messages.append(f"phase scan {mon.scans_done + 1} started")
-
-    def stream_horizon_ps(self) -> int:
-        """The latest reference time any tagger has delivered (after the phase command)."""
-        return max(self.monitor.horizon_ps or 0, self.stream.reference_horizon_ps)
+        batches = [(name, self._instrument(name).read_tags(1.0)) for name in self.ent.taggers]
+        try:
+            result = self.feed.push_read(batches)
+        except FeedError as exc:
+            raise JobError(str(exc)) from exc
+        if self.read_sink is not None:
+            self.read_sink(batches, result)
+        if result.phases_rad is not None:
+            self._set_phases(result.phases_rad)
+        return result
 
     def status(self, messages: Sequence[str] = ()) -> EntanglementStatus:
-        rows, interval = self.monitor.status_rows()
-        clock = self.stream.clock_status()
+        """The feed's update with the pumps', TEC's, loops' and interlocks' state read now."""
         pumps = []
         for pump in self.ent.pumps:
             laser = self._instrument(pump.laser)
@@ -347,13 +308,8 @@ class EntanglementJob:
                 )
             )
         tec = self._instrument(self.ent.tec)
-        keys = [r.key_rate_bps for r in rows if math.isfinite(r.key_rate_bps)]
-        return EntanglementStatus(
-            time_s=self.monitor.data_time_s,
-            interval_s=interval,
-            pairs=rows,
-            total_key_rate_bps=float(sum(keys)) if keys else math.nan,
-            pumps=tuple(pumps),
+        return self.feed.status(
+            pumps=pumps,
             tec=TecStatus(
                 name=self.ent.tec,
                 temperature_c=float(tec.get("temperature_c")),
@@ -361,15 +317,9 @@ class EntanglementJob:
                 current_a=float(tec.get("tec_current_a")),
                 output=bool(tec.get("output")),
             ),
-            clock_state=clock.state,
-            clock_offset_ps=clock.offset_ps,
-            clock_drift_ppm=clock.drift_ppm,
-            clock_locked_fraction=clock.locked_fraction,
-            lost_events=self.lost_events,
-            scan_step=max(self.step, 0) % self.ent.scan_steps,
-            messages=tuple(messages),
             loops=() if self.control is None else self.control.rows(),
             interlocks={} if self.control is None else self.control.interlocks(),
+            messages=messages,
         )
 
     def run(
@@ -381,35 +331,16 @@ class EntanglementJob:
     ) -> EntanglementStatus | None:
         """Configure and stream until ``duration_s`` of data or ``stop``; the last status."""
         self.configure()
-        ent = self.ent
         last: EntanglementStatus | None = None
-        messages: list[str] = []
-        next_update = ent.update_s
-        searching = True
         while True:
-            self.read_once()
-            if searching and self.monitor.horizon_ps is not None:
-                searching = False
-                clock = self.stream.clock_status()
-                if clock.state == "tracking" and self.stream.coarse is not None:
-                    c = self.stream.coarse
-                    text = (
-                        f"{self.stream.other}: clock found, offset {c.offset_ps * 1e-6:.3f} us, "
-                        f"drift {c.drift_ppm:+.1f} ppm (significance {c.search.significance:.0f})"
-                    )
-                    self.progress(text)
-                    messages.append(text)
-            self._scan(messages)
-            t = self.monitor.data_time_s
-            if self.monitor.horizon_ps is not None and t + 1e-9 >= next_update:
-                next_update += ent.update_s
+            result = self.read_once()
+            if result.update_due:
                 if self.control is not None:
                     self.control.evaluate()
-                last = self.status(messages)
-                messages = []
+                last = self.status()
                 for sink in sinks:
                     sink(last)
-            if duration_s is not None and t + 1e-9 >= duration_s:
+            if duration_s is not None and self.feed.data_time_s + 1e-9 >= duration_s:
                 break
             if stop is not None and stop.is_set():
                 break

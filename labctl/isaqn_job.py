@@ -1,7 +1,8 @@
 """The ISAQN main job: drive the nodes' AWGs, calibrate, acquire continuously, analyse, report.
 
-Data flows one way: the scope's records (instruments) -> :class:`IsaqnReceiver` (dsp) ->
-:class:`~labctl.isaqn_monitor.NetworkMonitor` (per-node analysis) -> sinks (live display,
+Data flows one way: the scope's records (instruments) -> :class:`~labctl.isaqn_feed.IsaqnFeed`
+(the chain replay runs too: :class:`IsaqnReceiver` (dsp) ->
+:class:`~labctl.isaqn_monitor.NetworkMonitor` (per-node analysis)) -> sinks (live display,
 HDF5 recorder). Actuators are only touched by the job itself: at start (uploads, PZT drives),
 for the calibration (laser emission, AWG outputs) and at the end (safe state through
 :meth:`labctl.bench.Bench.close`).
@@ -13,9 +14,10 @@ Steps of :meth:`IsaqnJob.run`:
    configured;
 2. calibration: ``calibration_records`` records with the laser off (electronic noise), then
    laser on and node outputs off (shot noise), then node outputs on;
-3. synchronisation on the first data record, then a loop: acquire, check the scope's
-   overload flags, process, update the monitors, emit a :class:`NetworkStatus` every
-   ``update_s`` of data, re-synchronise a band that lost lock;
+3. the loop: acquire a record (overload flags checked), hand it to the record sink, push it
+   to the :class:`~labctl.isaqn_feed.IsaqnFeed` (calibration on the first data record,
+   synchronisation, processing, monitors, re-synchronisation of a band that lost lock), pass
+   the :class:`NetworkStatus` it emits every ``update_s`` of data to the sinks;
 4. on Ctrl-C, an error or the end of ``duration_s``: sinks closed (the recording stays
    readable), instruments to their safe state (outputs off, laser off).
 """
@@ -26,17 +28,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from drivers.errors import InstrumentError
 from drivers.sim.clock import VirtualClock
 from labctl.bench import Bench
 from labctl.config import BenchConfig
-from labctl.isaqn_monitor import NetworkMonitor
-from labctl.isaqn_pipeline import IsaqnReceiver, NodeSequence, awg_waveform, node_sequence
+from labctl.isaqn_feed import FeedError, IsaqnFeed, Record
+from labctl.isaqn_pipeline import awg_waveform
 from labctl.isaqn_status import NetworkStatus
 
 log = logging.getLogger(__name__)
@@ -47,19 +46,6 @@ StatusSink = Callable[[NetworkStatus], None]
 
 class JobError(RuntimeError):
     """The job cannot go on (what and why in the message)."""
-
-
-@dataclass
-class Record:
-    """One scope record: complex volts I + jQ and the raw codes for the recorder."""
-
-    samples: np.ndarray  # complex128 volts
-    codes_i: np.ndarray  # int16
-    codes_q: np.ndarray  # int16
-    volts_per_code: tuple[float, float]
-    offset_v: tuple[float, float]
-    index: int
-    kind: str  # "electronic" (LO off), "shot" (signal off) or "data"
 
 
 class IsaqnJob:
@@ -80,12 +66,14 @@ class IsaqnJob:
         self.isaqn = config.isaqn
         self.progress = progress or (lambda message: None)
         self.record_sink = record_sink
-        self.sequences: list[NodeSequence] = [
-            node_sequence(node, config.seed, k) for k, node in enumerate(self.isaqn.nodes)
-        ]
-        self.receiver = IsaqnReceiver(self.isaqn, self.sequences)
-        wavelength_nm = float(self._instrument(self.isaqn.laser).get("wavelength_nm"))
-        self.monitor = NetworkMonitor(self.isaqn, self.receiver, wavelength_m=wavelength_nm * 1e-9)
+        #: the laser's wavelength, for the strain figures (and the recording)
+        self.wavelength_nm = float(self._instrument(self.isaqn.laser).get("wavelength_nm"))
+        self.feed = IsaqnFeed(
+            self.isaqn, config.seed, self.wavelength_nm * 1e-9, progress=self.progress
+        )
+        self.sequences = self.feed.sequences
+        self.receiver = self.feed.receiver
+        self.monitor = self.feed.monitor
         self.records_acquired = 0
         self.overloads = 0
 
@@ -134,14 +122,16 @@ class IsaqnJob:
                 (awg.output_on if on else awg.output_off)(port[1])
 
     def acquire(self, kind: str = "data") -> Record:
-        """One record of both ICR outputs; an ADC overload is reported, not hidden."""
+        """One record of both ICR outputs; an ADC overload is reported, not hidden. The
+        record goes to the record sink (the recorder) before anything analyses it."""
         cfg = self.isaqn
         scope = self._instrument(cfg.scope)
         waves = scope.acquire([cfg.channel_i, cfg.channel_q])
         wi, wq = waves[cfg.channel_i], waves[cfg.channel_q]
+        overloads = 0
         for ch in (cfg.channel_i, cfg.channel_q):
             if scope.overloaded(ch):
-                self.overloads += 1
+                overloads += 1
                 log.warning("%s channel %d clipped: raise scope_scale_v_per_div", cfg.scope, ch)
                 scope.clear_protection(ch)
         record = Record(
@@ -152,27 +142,29 @@ class IsaqnJob:
             offset_v=(wi.offset_v, wq.offset_v),
             index=self.records_acquired,
             kind=kind,
+            overloads=overloads,
         )
         self.records_acquired += 1
+        self.overloads += overloads
         if self.record_sink is not None:
             self.record_sink(record)
         return record
 
     def calibrate(self) -> None:
-        """Electronic-noise records (LO off), shot-noise records (signal off)."""
+        """Electronic-noise records (LO off), shot-noise records (signal off), each pushed to
+        the feed (which calibrates on the first data record); then the node outputs on."""
         cfg = self.isaqn
         laser = self._instrument(cfg.laser)
         self._node_outputs(False)
         laser.set("emission", False)
         self.progress(f"calibration: {cfg.calibration_records} records with the LO off")
-        electronic = [self.acquire("electronic").samples for _ in range(cfg.calibration_records)]
+        for _ in range(cfg.calibration_records):
+            self.feed.push(self.acquire("electronic"))
         laser.set("emission", True)
         self._wait_for_laser()
         self.progress(f"calibration: {cfg.calibration_records} records of shot noise")
-        shot = [self.acquire("shot").samples for _ in range(cfg.calibration_records)]
-        calibration = self.receiver.calibrate(electronic, shot)
-        for node, cal in zip(self.isaqn.nodes, calibration, strict=True):
-            self.progress(f"{node.name}: v_el = {cal.v_el_snu:.4f} SNU")
+        for _ in range(cfg.calibration_records):
+            self.feed.push(self.acquire("shot"))
         self._node_outputs(True)
 
     def _wait_for_laser(self, timeout_s: float = 10.0) -> None:
@@ -208,43 +200,20 @@ class IsaqnJob:
         Returns the last status (None if the loop never produced one)."""
         self.configure()
         self.calibrate()
-        cfg = self.isaqn
-        record_s = cfg.record_length / cfg.sample_rate_hz
-        data_s = 0.0
-        next_update_s = cfg.update_s
         last: NetworkStatus | None = None
-        messages: list[str] = []  # what happened since the previous status
-        first = self.acquire()
-        syncs = self.receiver.synchronise(first.samples, 0.0)
-        for node, s in zip(cfg.nodes, syncs, strict=True):
-            self.progress(
-                f"{node.name}: locked, delay {s.delay_samples:.3f} samples, frame at symbol "
-                f"{s.frame_offset}, peak/sidelobe {s.peak_to_sidelobe:.1f}"
-            )
-        record = first
         while True:
-            result = self.receiver.process(record.samples)
-            self.monitor.update(result)
-            data_s += record_s
-            if data_s + 1e-9 >= next_update_s:
-                next_update_s += cfg.update_s
-                last = self.monitor.status(overloads=self.overloads, messages=tuple(messages))
-                messages.clear()
+            try:
+                status = self.feed.push(self.acquire())
+            except FeedError as exc:
+                raise JobError(str(exc)) from exc
+            if status is not None:
+                last = status
                 for sink in sinks:
-                    sink(last)
-            if duration_s is not None and data_s + 1e-9 >= duration_s:
+                    sink(status)
+            if duration_s is not None and self.feed.data_s + 1e-9 >= duration_s:
                 break
             if stop is not None and stop.is_set():
                 break
-            record = self.acquire()
-            if self.receiver.needs_resync:
-                streams = zip(cfg.nodes, self.receiver.streams, strict=True)
-                lost = [n.name for n, st in streams if st.resync]
-                text = f"{', '.join(lost)} lost lock at t = {data_s:.2f} s: re-synchronised"
-                self.progress(text)
-                messages.append(text)
-                self.receiver.synchronise(record.samples, data_s)
-                self.monitor.reset_streams()
         return last
 
 
