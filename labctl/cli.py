@@ -33,9 +33,9 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.errors import InstrumentError
 from labctl import (
@@ -51,6 +51,11 @@ from labctl import (
 )
 from labctl.bench import Bench, start_simulators
 from labctl.config import BenchConfig, ConfigError, load_bench
+
+if TYPE_CHECKING:
+    from labctl.entangle_status import EntanglementStatus
+    from labctl.isaqn_feed import Record
+    from labctl.isaqn_status import NetworkStatus
 
 
 class CliError(Exception):
@@ -130,10 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="FILE.h5",
-        help="ISAQN: HDF5 recording of raw records and results "
-        "(default: runs/<bench>-<UTC time>.h5)",
+        help="the HDF5 recording of raw data, results and settings "
+        "(default: runs/<bench>-<UTC time>.h5; format in docs/recording.md)",
     )
-    p.add_argument("--no-record", action="store_true", help="ISAQN: do not record (display only)")
+    p.add_argument("--no-record", action="store_true", help="do not record (display only)")
+    p.add_argument(
+        "--flush",
+        type=float,
+        default=1.0,
+        dest="flush_s",
+        metavar="S",
+        help="commit the recording every S seconds (readers see it, a crash keeps it; default 1)",
+    )
     p.add_argument(
         "--plain", action="store_true", help="ISAQN: plain text updates even on a terminal"
     )
@@ -294,59 +307,85 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recording_path(args: argparse.Namespace, config: BenchConfig) -> Path | None:
+    """Where ``labctl run`` records (None with --no-record); refused before anything starts
+    if the file exists (recordings are never overwritten)."""
+    if args.no_record:
+        return None
+    if not args.flush_s > 0:
+        raise CliError(f"--flush {args.flush_s}: expected a time > 0 s")
+    path = args.output or Path("runs") / (
+        f"{config.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.h5"
+    )
+    if path.exists():
+        raise CliError(f"--output {path}: exists; recordings are never overwritten")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _recorder_alarm(exc: Exception) -> None:
+    """The recorder's overruns and failure: said loudly on stderr, as they happen."""
+    print(f"labctl: RECORDING: {exc}", file=sys.stderr, flush=True)
+
+
+def _report_recording(path: Path | None, recorders: Sequence[Any]) -> None:
+    for recorder in recorders:
+        lost = f", {recorder.overrun_rows} rows NOT recorded (disk too slow)"
+        _progress(f"recorded {path}{lost if recorder.overrun_rows else ''}")
+
+
 def _run_isaqn(args: argparse.Namespace, config: BenchConfig) -> int:
     """The ISAQN main job: live display, HDF5 recording, Ctrl-C ends it cleanly."""
     from labctl.isaqn_display import LiveDisplay
-    from labctl.isaqn_job import JobError, run_isaqn
+    from labctl.isaqn_job import IsaqnJob, JobError, run_isaqn
     from labctl.isaqn_record import IsaqnRecorder
 
+    path = _recording_path(args, config)
     stop, previous = _stop_on_ctrl_c("stopping after the current record")
-    recorder: IsaqnRecorder | None = None
+    recorders: list[IsaqnRecorder] = []
     display = LiveDisplay(plain=True if args.plain or args.json else None)
-    iq = config.isaqn
-    assert iq is not None
-    if not args.no_record:
-        path = args.output or Path("runs") / (
-            f"{config.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.h5"
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def recording(job: IsaqnJob) -> Callable[[Record], None]:
+        assert path is not None
         recorder = IsaqnRecorder(
             path,
-            config.path.read_text(encoding="utf-8"),
-            str(config.path),
-            {
-                "bench": config.name,
-                "seed": config.seed,
-                "sample_rate_hz": iq.sample_rate_hz,
-                "record_length": iq.record_length,
-                "channel_i": iq.channel_i,
-                "channel_q": iq.channel_q,
-            },
+            config,
+            wavelength_nm=job.wavelength_nm,
+            flush_interval_s=args.flush_s,
+            on_error=_recorder_alarm,
         )
+        recorders.append(recorder)
+        recorder.attach(job.bench.instruments)
         _progress(f"recording to {path}")
-    sinks = [display] if recorder is None else [display, recorder.status]
+        return recorder.record
+
+    def status_to_recorder(status: NetworkStatus) -> None:
+        if recorders:
+            recorders[0].status(status)
+
     last = None
     try:
         display.start()
         last, info = run_isaqn(
             config,
             duration_s=args.duration_s,
-            sinks=sinks,
+            sinks=[display, status_to_recorder],
             progress=_progress,
-            record_sink_factory=None if recorder is None else (lambda job: recorder.record),
+            record_sink_factory=None if path is None else recording,
             stop=stop,
         )
     except JobError as exc:
         raise CliError(str(exc)) from exc
     finally:
         display.stop()
-        if recorder is not None:
+        for recorder in recorders:
             recorder.close()
         signal.signal(signal.SIGINT, previous)
     _progress(
         f"run finished{' (Ctrl-C)' if stop.is_set() else ''}: {info['records']} records, "
         f"{info['overloads']} overloads; instruments left safe (outputs off, laser off)"
     )
+    _report_recording(path, recorders)
     if args.json:
         print(json.dumps(last.to_dict() if last is not None else None))
     return 0
@@ -355,36 +394,52 @@ def _run_isaqn(args: argparse.Namespace, config: BenchConfig) -> int:
 def _run_entanglement(args: argparse.Namespace, config: BenchConfig) -> int:
     """The entanglement network's main job: live per-pair table, Ctrl-C ends it cleanly."""
     from labctl.entangle_display import EntanglementDisplay
-    from labctl.entangle_job import JobError, run_entanglement
+    from labctl.entangle_job import EntanglementJob, JobError, run_entanglement
+    from labctl.entangle_record import EntanglementRecorder
 
-    if args.output is not None:
-        raise CliError(
-            "--output: entanglement runs are not recorded yet (time-tag recording is not "
-            "implemented); run without it"
-        )
+    path = _recording_path(args, config)
     stop, previous = _stop_on_ctrl_c("stopping after the current read")
     display = EntanglementDisplay(plain=True if args.plain or args.json else None)
+    recorders: list[EntanglementRecorder] = []
+
+    def recording(job: EntanglementJob) -> None:
+        if path is None:
+            return
+        recorder = EntanglementRecorder.for_job(
+            path, job, flush_interval_s=args.flush_s, on_error=_recorder_alarm
+        )
+        recorders.append(recorder)
+        _progress(f"recording to {path}")
+
+    def status_to_recorder(status: EntanglementStatus) -> None:
+        if recorders:
+            recorders[0].status(status)
+
     try:
         display.start()
         last, info = run_entanglement(
             config,
             duration_s=args.duration_s,
-            sinks=[display],
+            sinks=[display, status_to_recorder],
             progress=_progress,
             stop=stop,
             loops=not args.no_loops,
             interlock_log=args.interlock_log,
+            job_hook=recording,
         )
     except JobError as exc:
         raise CliError(str(exc)) from exc
     finally:
         display.stop()
+        for recorder in recorders:
+            recorder.close()
         signal.signal(signal.SIGINT, previous)
     _progress(
         f"run finished{' (Ctrl-C)' if stop.is_set() else ''}: {info['scans']} phase scans, "
         f"{info['lost_events']} lost events; instruments left safe (pumps off, phase shifters "
         "off, TEC ramped down and off, streams stopped)"
     )
+    _report_recording(path, recorders)
     if args.json:
         print(json.dumps(last.to_dict() if last is not None else None))
     return 0

@@ -94,6 +94,7 @@ class EntanglementFeed:
             max_drift_ppm=config.max_drift_ppm,
         )
         self.reads = 0  #: reads pushed
+        self.updates = 0  #: statuses built
         self.lost_events = 0
         self.step = -1  #: steps begun so far - 1
         self._step_end_ps: int | None = None
@@ -189,6 +190,7 @@ class EntanglementFeed:
         keys = [r.key_rate_bps for r in rows if math.isfinite(r.key_rate_bps)]
         notes = (*self._messages, *messages)
         self._messages = []
+        self.updates += 1
         return EntanglementStatus(
             time_s=self.monitor.data_time_s,
             interval_s=interval,

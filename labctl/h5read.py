@@ -98,10 +98,15 @@ class Recording:
     """An open recording (see :func:`open_recording`); close it or use ``with``.
 
     Attributes: ``path``, ``format`` (:class:`FormatId` as stored), ``engine_version``,
-    ``attrs`` (all root attributes), ``created`` (ISO 8601 UTC), ``labctl_version`` (or
-    None), ``flush_interval_s`` of the writer, ``tables`` and ``statics`` (names).
+    ``attrs`` (all root attributes, read once at open: a dict of str, int, float, bool,
+    lists of str or arrays), ``created`` (ISO 8601 UTC), ``labctl_version`` (or None),
+    ``flush_interval_s`` of the writer, ``tables`` and ``statics`` (names).
     ``complete`` is True once the writer closed the file normally; a crashed or still
     running recording is not complete.
+
+    Reading is by row range: :meth:`table` reads only the chunks holding the rows asked
+    for, so ``table(name, start=-100)`` of a 10 GB file reads about 100 rows. Not
+    thread-safe: one Recording per thread (and per file per process, see the module doc).
     """
 
     def __init__(self, path: Path, state: _State, follow: bool) -> None:
@@ -121,6 +126,7 @@ class Recording:
             _read(path, "the list of static datasets", lambda: f[STATICS_PATH].asstr()[()])
         )
         self._state = state
+        self._closed = False
 
     # -- status -----------------------------------------------------------------------------
     @property
@@ -184,11 +190,12 @@ class Recording:
 
     def static(self, name: str) -> Any:
         """A static dataset: str for a text scalar (e.g. the bench file), else an array."""
+        f = self._file()
         if name not in self.statics:
             raise RecordingError(
                 self.path, f"no static dataset {name!r}; static datasets: {list(self.statics)}"
             )
-        ds = _read(self.path, f"static dataset {name!r}", lambda: self._state.file[name])
+        ds = _read(self.path, f"static dataset {name!r}", lambda: f[name])
 
         def read() -> Any:
             if is_text(ds.dtype):
@@ -230,19 +237,23 @@ class Recording:
         Recording is closed."""
         if not self.follow:
             raise RecordingError(self.path, "refresh() needs open_recording(..., follow=True)")
+        self._file()  # refuses a closed Recording
         old = self._state
         # Close first: HDF5 shares one metadata cache between handles on the same file in a
         # process, so a second handle opened while the first is open sees stale extents.
         old.file.close()
+        self._closed = True  # until the file is open again
         new = _load(self.path, self.format.name, self.format.version)
         if set(new.counts) != set(old.counts):
             new.file.close()
             raise RecordingError(self.path, "the file's list of tables changed while following")
         self._state = new
+        self._closed = False
         return (new.commit_seq, new.closed_unix_s) != (old.commit_seq, old.closed_unix_s)
 
     def close(self) -> None:
-        """Close the file (idempotent)."""
+        """Close the file (idempotent). Reading a closed Recording raises RecordingError."""
+        self._closed = True
         self._state.file.close()
 
     def __enter__(self) -> Recording:
@@ -261,10 +272,16 @@ class Recording:
             hint = " (a static dataset: use static())" if name in self.statics else ""
             raise RecordingError(self.path, f"no table {name!r}{hint}; tables: {list(self.tables)}")
 
+    def _file(self) -> h5py.File:
+        if self._closed:
+            raise RecordingError(self.path, "the Recording is closed (closed, or a refresh failed)")
+        return self._state.file
+
     def _dataset(self, name: str, *, internal: bool = False) -> h5py.Dataset:
         if not internal:
             self._check_table(name)
-        return _read(self.path, f"table {name!r}", lambda: self._state.file[name])
+        f = self._file()
+        return _read(self.path, f"table {name!r}", lambda: f[name])
 
 
 def open_recording(
@@ -344,7 +361,7 @@ def _open_file(path: Path) -> h5py.File:
     try:
         fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
         fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
-        _limit_read_attempts(fapl.id, SWMR_READ_ATTEMPTS)
+        _limit_read_attempts(fapl, SWMR_READ_ATTEMPTS)
         flags = h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ
         return h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=fapl))
     except (OSError, RuntimeError, ValueError) as exc:
@@ -377,28 +394,55 @@ SWMR_READ_ATTEMPTS = 25
 
 @functools.cache
 def _hdf5_library() -> ctypes.CDLL | None:
-    """The HDF5 library h5py is using (for the one setting h5py does not wrap), or None."""
+    """h5py's own HDF5 library, for ``H5Pset_metadata_read_attempts`` (which h5py does not
+    wrap), or None (logged at debug level) if it cannot be reached and proven to be h5py's.
+
+    Which copy matters: h5py wheels bundle libhdf5 under ``h5py.libs/`` with a hashed name,
+    other builds link a system one, and another package (PyTables, netCDF4) may load its own
+    copy into the same process. A function of another copy acts on that copy's identifier
+    table: at best an error, at worst a silent change of an unrelated property list with
+    the same identifier. So the library is reached through h5py's extension module: the
+    dynamic linker's ``dlsym`` on a library's handle searches that library and then the
+    libraries it was linked against, that is h5py's libhdf5 whatever else is loaded (ELF
+    and Mach-O; not Windows, where this returns None). Then it is checked to be the very
+    instance h5py uses: a property set through it (the sieve buffer size of a fresh file
+    access property list) must read back through h5py.
+    """
     try:
-        with open("/proc/self/maps", encoding="utf-8") as maps:
-            for line in maps:
-                name = line.rsplit(None, 1)[-1]
-                if "/libhdf5" in name and "libhdf5_hl" not in name and ".so" in name:
-                    lib = ctypes.CDLL(name)
-                    lib.H5Pset_metadata_read_attempts.argtypes = [ctypes.c_int64, ctypes.c_uint]
-                    lib.H5Pset_metadata_read_attempts.restype = ctypes.c_int
-                    return lib
-    except (OSError, AttributeError):
-        pass
-    return None
+        lib = ctypes.CDLL(h5py.h5p.__file__)  # already loaded: the same handle, no re-init
+        set_attempts = lib.H5Pset_metadata_read_attempts
+        set_sieve = lib.H5Pset_sieve_buf_size
+    except (OSError, AttributeError) as exc:
+        _log.debug("HDF5's C API is not reachable through h5py's extension module: %s", exc)
+        return None
+    set_attempts.argtypes = [ctypes.c_int64, ctypes.c_uint]  # (hid_t, unsigned) -> herr_t
+    set_attempts.restype = ctypes.c_int
+    set_sieve.argtypes = [ctypes.c_int64, ctypes.c_size_t]  # (hid_t, size_t) -> herr_t
+    set_sieve.restype = ctypes.c_int
+    probe = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    size = probe.get_sieve_buf_size() + 4096 + 1  # differs from the default
+    if set_sieve(probe.id, size) < 0 or probe.get_sieve_buf_size() != size:
+        _log.debug("the HDF5 library found beside h5py is not the instance h5py uses")
+        return None
+    return lib
 
 
-def _limit_read_attempts(fapl_id: int, attempts: int) -> None:
+def _limit_read_attempts(fapl: h5py.h5p.PropFAID, attempts: int) -> bool:
+    """Bound HDF5's SWMR metadata read retries on ``fapl``; False (logged at debug level) if
+    that is not possible: HDF5's default then applies (100 retries, endless on a damaged
+    crashed file: see :func:`_open_file`)."""
+    native = getattr(fapl, "set_metadata_read_attempts", None)  # if a future h5py wraps it
+    if native is not None:
+        native(attempts)
+        return True
     lib = _hdf5_library()
-    if lib is None:  # not Linux, or an unusual build: HDF5's default (may hang if corrupt)
-        _log.warning("cannot bound HDF5's SWMR read retries: a corrupt crashed file may hang")
-        return
-    if lib.H5Pset_metadata_read_attempts(fapl_id, attempts) < 0:
-        _log.warning("H5Pset_metadata_read_attempts failed: HDF5's default retries apply")
+    if lib is None:
+        _log.debug("cannot bound HDF5's SWMR read retries: a damaged crashed file may hang")
+        return False
+    if lib.H5Pset_metadata_read_attempts(fapl.id, attempts) < 0:
+        _log.debug("H5Pset_metadata_read_attempts failed: HDF5's default retries apply")
+        return False
+    return True
 
 
 def _check(path: Path, f: h5py.File, name: str | None, version: tuple[int, int] | None) -> _State:

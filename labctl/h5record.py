@@ -32,10 +32,10 @@ are ignored, even if half written. A commit killed inside step 2 may leave its s
 CRC then fails and the other slot, the previous complete commit, is used. Committed rows are
 never rewritten with different bytes: an uncompressed chunk is rewritten in place with the
 same bytes for its committed rows, and a compressed chunk that grows is written to newly
-allocated space before its index entry is switched (measured: 120 SIGKILLs of a writer
-committing gzip tables back to back, and 150 of this recorder with gzip, LZF, plain and
-text tables: every committed row intact; ``tests/test_h5record.py`` kills it 6 times on
-every run). The writer's process dying is covered; the operating system dying or a power
+allocated space before its index entry is switched (measured: 120 SIGKILLs of a plain
+h5py writer committing gzip tables back to back, 300 of this recorder with gzip, LZF,
+plain and text tables: every committed row intact; ``tests/test_h5record.py`` kills it 6
+times on every run). The writer's process dying is covered; the operating system dying or a power
 cut is not: that would need an ``fsync`` at every commit, which the writer does not do.
 
 Only the commit is trusted, not the dataset extents: an extent may include rows written
@@ -69,9 +69,12 @@ raises it. The file keeps its last commit.
 
 Threads
 -------
-h5py releases the GIL during HDF5 calls (measured here: a busy thread stalled at most
-~9 ms, a couple of interpreter switch intervals, during a 414 ms gzip flush), so the writer
-thread's compression and I/O do not stall acquisition threads. h5py does serialise all
+h5py releases the GIL during HDF5 calls, so the writer thread's compression and I/O do not
+stall acquisition threads (measured on the 2-vCPU development machine: during a 414 ms
+gzip flush a busy thread was stalled at most 9 ms, about two interpreter switch intervals;
+recording 64 MiB with gzip while a second thread appended stalled a third busy thread at
+most 11-34 ms, the same order as plain h5py writing from a thread, 8-24 ms; an append of
+256 KiB took at most 4-8 ms, waiting for the GIL). h5py does serialise all
 HDF5 calls of a process with one lock: the writer hands HDF5 at most
 :data:`WRITE_PIECE_BYTES` per call so that another thread's h5py call waits little. A
 process must not read its own recording while writing it: read it from another process
@@ -146,7 +149,10 @@ DEFAULT_CHUNK_BYTES = 256 * 1024
 #: another thread's h5py call (a display reading another file) from waiting long.
 WRITE_PIECE_BYTES = 4 * 1024 * 1024
 #: A compressed chunk must fit the chunk cache, or HDF5 re-reads, decompresses and
-#: recompresses it at every partial write; the cache is sized to two of the largest chunks.
+#: recompresses it at every partial write. Each table gets its own chunk cache of two of its
+#: chunks (the one being filled and the next): a cache sized for the largest table would
+#: let every small table keep that many bytes of old chunks (measured: 8 small tables beside
+#: one 32 MiB-chunk table grew the writer by 540 MiB for a 500 MiB file, 51 MiB without it).
 MAX_COMPRESSED_CHUNK_BYTES = 64 * 1024 * 1024
 #: The writer takes at most this much from the queue between two commit checks, so a
 #: backlog does not delay commits by more than about one batch's write time.
@@ -426,7 +432,7 @@ def _check_path(path: object, where: str) -> str:
     return p
 
 
-def _check_dtype(dtype: Any, where: str, *, field: bool = False) -> np.dtype:
+def _check_dtype(dtype: Any, where: str) -> np.dtype:
     """Normalise ``dtype`` and refuse what HDF5/h5py cannot store, saying what to use."""
     try:
         dt = np.dtype(dtype)
@@ -441,10 +447,10 @@ def _check_dtype(dtype: Any, where: str, *, field: bool = False) -> np.dtype:
                         f"{where}: field {name!r}: text is supported only as a top-level "
                         "field of a structured dtype"
                     )
-            _check_dtype(sub, f"{where}: field {name!r}", field=True)
+            _check_dtype(sub, f"{where}: field {name!r}")
         return dt
     if dt.subdtype is not None:
-        _check_dtype(dt.subdtype[0], where, field=True)
+        _check_dtype(dt.subdtype[0], where)
         return dt
     info = h5py.check_string_dtype(dt)
     if info is not None:
@@ -562,8 +568,8 @@ class RecorderStats:
 
     @property
     def queue_fill(self) -> float:
-        """Queue fill, 0..1."""
-        return self.queue_bytes / self.queue_max_bytes
+        """Queue fill, 0..1 (the overrun events themselves may go beyond the bound)."""
+        return min(1.0, self.queue_bytes / self.queue_max_bytes)
 
 
 @dataclasses.dataclass
@@ -585,7 +591,6 @@ class _Item:
     rows: np.ndarray
     nbytes: int
     seq: int
-    bounded: bool = True  # counted against queue_max_bytes
 
 
 # -- per-table writers (writer thread only) -------------------------------------------------
@@ -613,11 +618,18 @@ class _TableWriter:
 _OPEN: weakref.WeakSet[Recorder] = weakref.WeakSet()
 
 
+#: How long the interpreter's exit waits for each recorder left open to drain and close. The
+#: default queue (256 MiB) takes about 6 s to write at gzip's ~40 MB/s: a writer still busy
+#: after a minute is stuck (a hung disk), and waiting longer would hang the exit; the file
+#: then keeps its last commit.
+EXIT_CLOSE_TIMEOUT_S = 60.0
+
+
 @atexit.register
 def _close_open_recorders() -> None:  # pragma: no cover - interpreter exit
     for rec in list(_OPEN):
         try:
-            rec.close()
+            rec.close(timeout_s=EXIT_CLOSE_TIMEOUT_S)
         except Exception:
             _log.exception("closing %s at exit failed", rec.path)
 
@@ -695,15 +707,19 @@ class Recorder:
                 f"{self.path}: exists; recordings are never overwritten "
                 "(choose another name, or pass overwrite=True)"
             )
-        largest_chunk = max(t.chunk_bytes for t in self._specs)
         try:
             f = h5py.File(
                 self.path,
-                "w",
+                # "x" fails if the file appeared since the check above (two runs starting in
+                # the same second): never truncate another writer's recording
+                "w" if overwrite else "x",
                 libver=("v110", "v110"),  # SWMR needs >= 1.10; readable by HDF5 >= 1.10
-                # chunk cache per dataset: room for the chunk being filled and the next one
-                rdcc_nbytes=max(4 << 20, 2 * min(largest_chunk, MAX_COMPRESSED_CHUNK_BYTES)),
             )
+        except FileExistsError as exc:
+            raise FileExistsError(
+                f"{self.path}: exists; recordings are never overwritten "
+                "(choose another name, or pass overwrite=True)"
+            ) from exc
         except OSError as exc:
             raise RecorderError(self.path, f"cannot create the file: {exc}") from exc
         try:
@@ -754,6 +770,9 @@ class Recorder:
                 maxshape=(None, *spec.row_shape),
                 chunks=(spec.chunk_rows, *spec.row_shape),
                 dtype=spec.dtype,
+                # this table's own chunk cache: the chunk being filled and the next one
+                # (see MAX_COMPRESSED_CHUNK_BYTES); HDF5's default 521 slots
+                rdcc_nbytes=_chunk_cache_bytes(spec),
                 **kwargs,
             )
             for key, value in spec.attrs.items():
@@ -829,8 +848,9 @@ class Recorder:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             self._raise_if_failed_locked()
-            if self._closed:
-                return
+            # no early return once close() was called: its writer may still be draining the
+            # queue, and the loop below waits for that (after the writer ended, everything
+            # appended is committed and it does not wait)
             target = self._item_seq
             self._flush_wanted = max(self._flush_wanted, target)
             self._cond.notify_all()
@@ -879,19 +899,28 @@ class Recorder:
             closed=closed,
         )
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         """Write everything queued, log open overrun episodes, commit, mark the file complete
         (``/_recording/closed_unix_ns``), close it. Raises the writer's error if it failed
-        (the file then keeps its last commit). Idempotent."""
+        (the file then keeps its last commit), and :class:`RecorderError` if the writer is
+        still busy after ``timeout_s`` (None: wait as long as it takes; it goes on writing,
+        and a later ``close()`` waits again). Idempotent; appends fail once it was called.
+        Called from the writer thread (an ``on_error`` callback), it only stops the writer."""
         with self._cond:
-            if self._closed:
-                self._raise_if_failed_locked()
-                return
-            self._closed = True
-            self._flush_losses_locked()
-            self._stop = True
-            self._cond.notify_all()
-        self._thread.join()
+            if not self._closed:
+                self._closed = True
+                self._flush_losses_locked()
+                self._stop = True
+                self._cond.notify_all()
+        if threading.current_thread() is self._thread:
+            return  # joining itself would raise; the writer stops after this callback
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise RecorderError(
+                self.path,
+                f"close() not done within {timeout_s} s: the writer is still writing "
+                f"({self.stats().queue_bytes} bytes queued); the file keeps its last commit",
+            )
         _OPEN.discard(self)
         with self._cond:
             self._raise_if_failed_locked()
@@ -964,12 +993,14 @@ class Recorder:
                     out[name] = rows[name]
             return out
         try:
-            arr = np.array(rows, dtype=dt)
-        except (TypeError, ValueError) as exc:
+            with np.errstate(all="ignore"):  # overflows are found below, by field
+                arr = np.array(rows, dtype=dt)
+            # the same rows with every field as Python objects: numpy's conversion above
+            # truncates 1.5 to 1 in an integer field; each field is checked as a plain list
+            loose = np.array(rows, dtype=_object_fields(dt))
+        except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(f"{where}: rows do not fit the dtype {dt}: {exc}") from exc
-        for name in dt.names:
-            if has_strings(dt.fields[name][0]):
-                _require_str(arr[name], f"{where}: field {name!r}")
+        _check_fields(loose, dt, where)
         return arr
 
     def _enqueue(self, k: int, arr: np.ndarray) -> int:
@@ -1009,7 +1040,7 @@ class Recorder:
                 exc = None
                 if c.loss is not None:
                     self._flush_loss_locked(k)
-                self._put_locked(k, arr, nbytes, bounded=True)
+                self._put_locked(k, arr, nbytes)
                 c.rows_appended += n
                 c.bytes_appended += nbytes
         if exc is not None:
@@ -1019,9 +1050,9 @@ class Recorder:
             raise exc
         return first_row
 
-    def _put_locked(self, k: int, arr: np.ndarray, nbytes: int, *, bounded: bool) -> None:
+    def _put_locked(self, k: int, arr: np.ndarray, nbytes: int) -> None:
         self._item_seq += 1
-        self._queue.append(_Item(k, arr, nbytes, self._item_seq, bounded))
+        self._queue.append(_Item(k, arr, nbytes, self._item_seq))
         self._queued_bytes += nbytes
         self._cond.notify_all()
 
@@ -1035,12 +1066,12 @@ class Recorder:
         text = (
             f"{n} row(s) ({nbytes} bytes) of {self._names[k]!r} refused between "
             f"{_iso(t0)} and {_iso(t1)}: the recording queue was full "
-            f"({self.queue_max_bytes} bytes); rows {row - 1} and {row} are not adjacent"
+            f"({self.queue_max_bytes} bytes); they are missing just before row {row}"
         )
         ev = np.zeros(1, dtype=EVENT_DTYPE)
         ev[0] = (t0, "overrun", self._names[k], row, n, text)
         e = len(self._names) - 1
-        self._put_locked(e, ev, _payload_bytes(ev), bounded=False)
+        self._put_locked(e, ev, _payload_bytes(ev))
         self._counters[e].rows_appended += 1
         self._counters[e].bytes_appended += _payload_bytes(ev)
 
@@ -1189,6 +1220,12 @@ class Recorder:
 
 
 # -- helpers --------------------------------------------------------------------------------
+def _chunk_cache_bytes(spec: Table) -> int:
+    """A table's chunk cache: two of its chunks, at least 64 KiB (the chunk being filled and
+    the next; a compressed chunk that does not fit would be recompressed at every write)."""
+    return max(64 * 1024, 2 * spec.chunk_bytes)
+
+
 def _group(batch: list[_Item]) -> Iterator[tuple[int, list[np.ndarray]]]:
     """Items grouped by table, each table's items in queue order."""
     groups: dict[int, list[np.ndarray]] = {}
@@ -1213,6 +1250,8 @@ def _coerce_plain(rows: Any, dt: np.dtype, where: str) -> np.ndarray:
         arr = np.asarray(rows)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{where}: rows are not an array of {dt}: {exc}") from exc
+    if arr.size == 0:  # [] is float64 to numpy, yet holds no value to lose
+        return arr.astype(dt)
     if arr.dtype.kind not in "biufcS":
         raise TypeError(f"{where}: rows of {arr.dtype} ({type(rows).__name__}) are not {dt}")
     if np.can_cast(arr.dtype, dt, "safe"):
@@ -1222,8 +1261,40 @@ def _coerce_plain(rows: Any, dt: np.dtype, where: str) -> np.ndarray:
             out = arr.astype(dt)
         if dt.kind in "iuS" and not np.array_equal(out.astype(arr.dtype), arr):
             raise ValueError(f"{where}: values out of the range of {dt}")
+        if dt.kind in "fc" and not np.array_equal(np.isfinite(out), np.isfinite(arr)):
+            # rounding to the narrower float is accepted; 1e300 becoming inf is not
+            raise ValueError(f"{where}: values out of the range of {dt}")
         return out
     raise TypeError(f"{where}: rows of {arr.dtype} cannot be stored as {dt} without loss")
+
+
+def _object_fields(dt: np.dtype) -> np.dtype:
+    """``dt`` with every leaf field replaced by Python objects (subarray shapes kept)."""
+    assert dt.names is not None
+    fields = []
+    for name in dt.names:
+        sub = dt.fields[name][0]
+        if sub.names is not None:
+            fields.append((name, _object_fields(sub)))
+        elif sub.subdtype is not None:
+            fields.append((name, object, sub.subdtype[1]))
+        else:
+            fields.append((name, object))
+    return np.dtype(fields)
+
+
+def _check_fields(loose: np.ndarray, dt: np.dtype, where: str) -> None:
+    """Check each field of ``loose`` (from :func:`_object_fields`) converts to its field of
+    ``dt`` as :func:`_coerce_plain` accepts plain Python values (text: as str)."""
+    assert dt.names is not None
+    for name in dt.names:
+        sub, col, here = dt.fields[name][0], loose[name], f"{where}: field {name!r}"
+        if sub.names is not None:
+            _check_fields(col, sub, here)
+        elif has_strings(sub):
+            _require_str(col, here)
+        else:
+            _coerce_plain(col.tolist(), sub.subdtype[0] if sub.subdtype else sub, here)
 
 
 def _require_str(values: np.ndarray, where: str) -> None:
@@ -1246,12 +1317,17 @@ def _payload_bytes(arr: np.ndarray) -> int:
     dt = arr.dtype
     if dt.names is None:
         if dt.kind == "O":
-            n += sum(len(s) for s in arr.flat)
+            n += sum(_utf8_len(s) for s in arr.flat)
         return n
     for name in dt.names:
         if dt.fields[name][0].kind == "O":
-            n += sum(len(s) for s in arr[name].flat)
+            n += sum(_utf8_len(s) for s in arr[name].flat)
     return n
+
+
+def _utf8_len(text: str) -> int:
+    """UTF-8 length of ``text`` (``str.isascii`` is O(1) in CPython: encode only non-ASCII)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def _iso(t_ns: int) -> str:

@@ -25,6 +25,7 @@ from drivers.tdc import TagBatch
 from labctl.config import CONFIG_DIR, load_bench
 from labctl.entangle_job import EntanglementJob, JobError, run_entanglement
 from labctl.entangle_monitor import EntanglementMonitor, scan_phases
+from labctl.entangle_record import open_entanglement
 from labctl.entangle_status import EntanglementStatus
 from labctl.entangle_stream import TagStream
 
@@ -304,10 +305,12 @@ def test_stream_and_histograms_are_the_same_for_any_cut_of_the_batches(run):
 
 
 def test_cli_run_streams_until_ctrl_c_and_leaves_the_bench_safe(tmp_path):
-    """Real time, as a user runs it: plain updates on stdout, Ctrl-C ends the run cleanly."""
+    """Real time, as a user runs it: plain updates on stdout, Ctrl-C ends the run cleanly
+    with a complete recording."""
+    h5 = tmp_path / "run.h5"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "labctl", "run", str(BENCH), "--plain"],
+        [sys.executable, "-m", "labctl", "run", str(BENCH), "--plain", "--output", str(h5)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -329,3 +332,5 @@ def test_cli_run_streams_until_ctrl_c_and_leaves_the_bench_safe(tmp_path):
     assert proc.returncode == 0, err
     assert "alice-carol" in text and "clock tracking" in text
     assert "run finished (Ctrl-C)" in err and "left safe" in err
+    with open_entanglement(h5) as cap:
+        assert cap.complete and cap.n_statuses >= 3 and cap.n_units > 0

@@ -7,6 +7,7 @@ wait for the wall clock and records are contiguous.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -22,7 +23,7 @@ from drivers.sim.clock import VirtualClock
 from labctl.bench import Bench
 from labctl.config import CONFIG_DIR, load_bench
 from labctl.isaqn_job import IsaqnJob
-from labctl.isaqn_record import IsaqnRecorder, read_isaqn_recording
+from labctl.isaqn_record import IsaqnRecorder, open_isaqn
 from labctl.isaqn_status import NetworkStatus
 
 ISAQN_BENCH = CONFIG_DIR / "isaqn_sim.toml"
@@ -40,9 +41,14 @@ def job_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         bench.apply_safe_start()
         host = bench.sim_host
         net = host.bench.elements[config.isaqn.icr]
-        with IsaqnRecorder(path, config.path.read_text(), str(config.path), {"bench": "t"}) as rec:
-            job = IsaqnJob(bench, config, record_sink=rec.record)
+        job = IsaqnJob(bench, config)
+        rec = IsaqnRecorder(path, config, wavelength_nm=job.wavelength_nm)
+        try:
+            rec.attach(bench.instruments)
+            job.record_sink = rec.record
             last = job.run(duration_s=DATA_S, sinks=[statuses.append, rec.status])
+        finally:
+            rec.close()
         truth_t = [float(net.transmittance(k)) for k in range(3)]
     finally:
         bench.close()
@@ -117,18 +123,32 @@ def test_instruments_are_left_safe(job_run: dict) -> None:
 
 def test_the_recording_holds_every_record_and_status(job_run: dict) -> None:
     job = job_run["job"]
-    with read_isaqn_recording(job_run["path"]) as rec:
-        assert rec.complete
-        assert rec.n_records == job.records_acquired
+    with open_isaqn(job_run["path"]) as cap:
+        assert cap.complete
+        assert cap.n_units == job.records_acquired
         n_cal = job_run["config"].isaqn.calibration_records
-        assert rec.kinds[:n_cal] == ("electronic",) * n_cal
-        assert rec.kinds[n_cal : 2 * n_cal] == ("shot",) * n_cal
-        assert set(rec.kinds[2 * n_cal :]) == {"data"}
-        assert rec.n_updates == len(job_run["statuses"])
-        t = rec.nodes["node1"]["transmittance"]
-        assert t[-1] == job_run["last"].nodes[0].transmittance
-        v = rec.volts(2 * n_cal)
-        assert v.dtype == np.complex128 and v.size == job_run["config"].isaqn.record_length
+        kinds = [r.kind for r in cap.units()]
+        assert kinds[:n_cal] == ["electronic"] * n_cal
+        assert kinds[n_cal : 2 * n_cal] == ["shot"] * n_cal
+        assert set(kinds[2 * n_cal :]) == {"data"}
+        # every status as the live run emitted it, bit for bit
+        recorded = cap.statuses()
+        assert len(recorded) == len(job_run["statuses"])
+        for got, live in zip(recorded, job_run["statuses"], strict=True):
+            assert got.to_dict() == live.to_dict()
+        record = next(cap.units(2 * n_cal, 2 * n_cal + 1))
+        assert record.samples.dtype == np.complex128
+        assert record.samples.size == job_run["config"].isaqn.record_length
+        # the settings: a snapshot of every instrument, then the job's writes as they happened
+        snapshots = cap.rec.table("settings/snapshots")
+        assert sorted(map(str, snapshots["instrument"])) == sorted(job_run["config"].instruments)
+        changes = cap.rec.table("settings/changes")
+        emission = [
+            json.loads(str(row["value"]))
+            for row in changes
+            if str(row["instrument"]) == "laser1" and str(row["setting"]) == "emission"
+        ]
+        assert emission[:2] == [False, True]  # LO off for the electronic noise, then on
 
 
 # -- the command line ------------------------------------------------------------------
@@ -168,5 +188,5 @@ def test_labctl_run_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert proc.returncode == 0, stderr
     assert "run finished (Ctrl-C)" in stderr
     assert "instruments left safe" in stderr
-    with read_isaqn_recording(out) as rec:
-        assert rec.complete and rec.n_updates >= 1 and rec.n_records >= 41
+    with open_isaqn(out) as cap:
+        assert cap.complete and cap.n_statuses >= 1 and cap.n_units >= 41
