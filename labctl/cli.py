@@ -47,7 +47,7 @@ from labctl import (
     calc_entanglement,
     calc_locate,
     calc_qsm,
-    replay_ptu,
+    replay_cli,
 )
 from labctl.bench import Bench, start_simulators
 from labctl.config import BenchConfig, ConfigError, load_bench
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_coincidence.add_parser(bench_sub)
     bench_predictors.add_parser(bench_sub)
 
-    replay_ptu.add_parser(sub)
+    replay_cli.add_parser(sub)
     autotune_job.add_parser(sub)
 
     p = sub.add_parser("calc", help="calculators")

@@ -278,7 +278,8 @@ class EntanglementRecorder(RunRecorder):
         if self._job is not None:
             self.append("derived/histograms", self._job.monitor.counts.hist[np.newaxis])
         if self.has_pumps:
-            pumps = np.array([to_row(p, PUMP_DTYPE, ("name", "label")) for p in st.pumps], PUMP_DTYPE)
+            rows = [to_row(p, PUMP_DTYPE, ("name", "label")) for p in st.pumps]
+            pumps = np.array(rows, PUMP_DTYPE)
             self.append("derived/pumps", pumps[np.newaxis])
         if st.tec is not None:
             self.append_row("derived/tec", to_row(st.tec, TEC_DTYPE, ("name",)))
@@ -387,15 +388,16 @@ class EntanglementCapture:
 
     def replay_push(
         self, feed: EntanglementFeed, unit: list[tuple[str, TagBatch]]
-    ) -> dict[str, Any] | None:
-        """Push one read; the update (``to_dict()``, with the recorded instruments', loops'
-        and interlocks' parts, which replay cannot recompute) if it completes one."""
+    ) -> tuple[EntanglementStatus, dict[str, Any]] | None:
+        """Push one read; if it completes an update, the status (with the recorded pumps
+        and TEC) and its ``to_dict()`` (with the recorded loops and interlocks too: replay
+        cannot recompute the instruments' parts)."""
         result = feed.push_read(unit)
         if not result.update_due:
             return None
         k = feed.updates
         status = feed.status(**self.instrument_parts(k))
-        return {**status.to_dict(), **self.control_json(k)}
+        return status, {**status.to_dict(), **self.control_json(k)}
 
     @property
     def n_statuses(self) -> int:

@@ -83,6 +83,7 @@ class IsaqnFeed:
         self.data_s = 0.0  #: data analysed so far [s]
         self.records = 0  #: records pushed (calibration included)
         self.overloads = 0  #: ADC overloads so far (calibration included)
+        self.updates = 0  #: statuses emitted
         self._next_update_s = config.update_s
         self._electronic: list[np.ndarray] = []
         self._shot: list[np.ndarray] = []
@@ -128,7 +129,13 @@ class IsaqnFeed:
         self._next_update_s += self.config.update_s
         status = self.monitor.status(overloads=self.overloads, messages=tuple(self._messages))
         self._messages.clear()
+        self.updates += 1
         return status
+
+    @property
+    def data_time_s(self) -> float:
+        """Data analysed so far [s] (the calibration records excluded)."""
+        return self.data_s
 
     def _start(self, record: Record) -> None:
         """Calibrate on the calibration records, lock every band on the first data record."""

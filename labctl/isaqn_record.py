@@ -222,10 +222,12 @@ class IsaqnCapture:
         """The chain the live run used, as configured then."""
         return IsaqnFeed(self.isaqn, self.config.seed, self.wavelength_nm * 1e-9)
 
-    def replay_push(self, feed: IsaqnFeed, unit: Record) -> dict[str, Any] | None:
-        """Push one record; the update (``to_dict()``) if it completes one."""
+    def replay_push(
+        self, feed: IsaqnFeed, unit: Record
+    ) -> tuple[NetworkStatus, dict[str, Any]] | None:
+        """Push one record; the update and its ``to_dict()`` if it completes one."""
         status = feed.push(unit)
-        return None if status is None else status.to_dict()
+        return None if status is None else (status, status.to_dict())
 
     def recorded_dicts(self) -> list[dict[str, Any]]:
         """The recorded updates as ``NetworkStatus.to_dict()`` gave them live."""

@@ -122,21 +122,9 @@ def _pair(text: str) -> tuple[int, int]:
     return a, b
 
 
-def add_parser(subparsers: Any) -> None:
-    """Register the ``replay`` sub-command on an argparse sub-parsers object."""
-    parser = subparsers.add_parser(
-        "replay",
-        help="singles, coincidence delay, accidentals and CAR of a PicoQuant PTU file",
-        description=(
-            "Stream a PicoQuant PTU file (T2 or T3) through the coincidence engine: singles "
-            "per channel, and for each channel pair the delay of the coincidence peak, the "
-            "coincidences in a window around it, the accidentals (off-peak windows and "
-            "singles x singles x window) and the CAR. Visibility/QBER/key rate need phase "
-            "settings a PTU file does not carry and are not reported."
-        ),
-    )
-    parser.add_argument("file", metavar="FILE.ptu", help="PicoQuant PTU file")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+def add_arguments(parser: Any) -> None:
+    """The PTU options, on a parser or argument group (``labctl replay`` adds them: see
+    :mod:`labctl.replay_cli`, which sets ``args.file``)."""
     parser.add_argument(
         "--pair",
         type=_pair,
@@ -176,7 +164,6 @@ def add_parser(subparsers: Any) -> None:
         metavar="N",
         help=f"records decoded and processed per batch (default {DEFAULT_BATCH_RECORDS})",
     )
-    parser.set_defaults(func=run)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from labctl.ptu import RecordType, encode_t2_records, encode_t3_records, write_ptu
-from labctl.replay_ptu import add_parser
+from labctl.replay_cli import add_parser
 
 DELAY_PS = 1_500
 JITTER_PS = 50.0
