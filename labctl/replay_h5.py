@@ -173,12 +173,14 @@ def replay_file(
     stop: Any = None,
     poll_s: float = 0.2,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> ReplayReport:
     """Replay one recording (module doc): ``speed`` None = as fast as possible, else data
     seconds per wall second; updates whose data time lies in [``start_s``, ``end_s``] go to
     ``sink(index, status)`` (a :class:`NetworkStatus` / :class:`EntanglementStatus`) and, as
     ``to_dict()``, to the report. ``follow``: wait for rows a running writer
-    has yet to commit, until it closes the file (or ``stop`` is set)."""
+    has yet to commit, until it closes the file (or ``stop`` is set). ``sleep`` and ``clock``
+    (monotonic seconds) pace it; tests pass a simulated pair."""
     if end_s is not None and end_s < start_s:
         raise ValueError(f"time range: end {end_s} s is before start {start_s} s")
     cap = open_capture(path, follow=follow)
@@ -199,8 +201,8 @@ def replay_file(
                 t = data_time_s(feed)
                 if speed is not None and t >= start_s:
                     if paced_from is None:
-                        paced_from = (time.monotonic(), t)
-                    ahead = (t - paced_from[1]) / speed - (time.monotonic() - paced_from[0])
+                        paced_from = (clock(), t)
+                    ahead = (t - paced_from[1]) / speed - (clock() - paced_from[0])
                     if ahead > 0:
                         sleep(ahead)
                 in_range = t + 1e-9 >= start_s and (end_s is None or t <= end_s + 1e-9)
