@@ -2,14 +2,16 @@
 
     labctl sim [CONFIG] [--json]          start a bench's simulators and keep them running
     labctl instruments [CONFIG] [--json]  connect to every instrument, print identity and state
-    labctl run [CONFIG]                   the main job on a bench (ISAQN: live, recorded;
-                                          entanglement: live per user pair)
+    labctl run [CONFIG]                   the main job on a bench, live and recorded to HDF5
+                                          (ISAQN network; entanglement: per user pair)
     labctl loops [CONFIG] [--loop NAME]   run the bench file's feedback loops and interlocks
     labctl autotune [CONFIG] --loop NAME  step one loop's actuator, fit a model, propose gains
     labctl bench isaqn [--json]           receiver DSP throughput vs a numpy/scipy reference
     labctl bench coincidence [--json]     time-tag histogram vs numpy/pycorrelate, PTU decoding
     labctl bench predictors [--json]      drift predictors: RMSE, step latency, duty cycle at
                                           equal QBER against scan-and-transmit
+    labctl replay FILE.h5 ... [--json]    a recording through the live pipeline, compared with
+                                          the recorded results (several files: on Dask)
     labctl replay FILE.ptu [--json]       singles, coincidences, CAR of a PicoQuant PTU file
     labctl calc qsm ...                   quantum secure metrology planning
     labctl calc locate ...                locate a vibration source from arrival times
@@ -51,6 +53,7 @@ from labctl import (
 )
 from labctl.bench import Bench, start_simulators
 from labctl.config import BenchConfig, ConfigError, load_bench
+from labctl.h5record import RecorderError
 
 if TYPE_CHECKING:
     from labctl.entangle_status import EntanglementStatus
@@ -117,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="run the main job on a bench (ISAQN: acquire, analyse, display, record; "
+        help="run the main job on a bench and record it (ISAQN: acquire, analyse, display; "
         "entanglement: time tags, coincidences, Franson scans, BBM92 per user pair)",
     )
     _add_config(p)
@@ -280,11 +283,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_isaqn(args, config)
     if config.entanglement is not None:
         return _run_entanglement(args, config)
-    with Bench(config) as bench:
-        bench.connect(progress=_progress)
-        before = bench.states()
-        bench.apply_safe_start(progress=_progress)
-        after = bench.states()
+    from labctl.run_record import GENERIC_FORMAT, RunRecorder
+
+    path = _recording_path(args, config)
+    recorder = None
+    try:
+        with Bench(config) as bench:
+            bench.connect(progress=_progress)
+            before = bench.states()
+            if path is not None:
+                recorder = RunRecorder(
+                    path, config, GENERIC_FORMAT, [], flush_interval_s=args.flush_s
+                )
+                recorder.attach(bench.instruments)  # the safe start's writes are logged
+            bench.apply_safe_start(progress=_progress)
+            after = bench.states()
+    finally:
+        if recorder is not None:
+            recorder.close()
+    _report_recording(path, [] if recorder is None else [recorder])
     summary = {
         "bench": config.name,
         "config": str(config.path),
@@ -374,7 +391,7 @@ def _run_isaqn(args: argparse.Namespace, config: BenchConfig) -> int:
             record_sink_factory=None if path is None else recording,
             stop=stop,
         )
-    except JobError as exc:
+    except (JobError, RecorderError) as exc:
         raise CliError(str(exc)) from exc
     finally:
         display.stop()
@@ -427,7 +444,7 @@ def _run_entanglement(args: argparse.Namespace, config: BenchConfig) -> int:
             interlock_log=args.interlock_log,
             job_hook=recording,
         )
-    except JobError as exc:
+    except (JobError, RecorderError) as exc:
         raise CliError(str(exc)) from exc
     finally:
         display.stop()

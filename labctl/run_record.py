@@ -28,10 +28,10 @@ import numpy as np
 from labctl.config import BenchConfig, ConfigError, parse_bench
 from labctl.h5read import Recording, RecordingError
 from labctl.h5record import (
+    DEFAULT_QUEUE_MAX_BYTES,
     STRING,
     FormatId,
     Recorder,
-    RecorderError,
     RecorderOverrun,
     Schema,
     Static,
@@ -39,6 +39,9 @@ from labctl.h5record import (
 )
 
 log = logging.getLogger(__name__)
+
+#: a bench with neither [isaqn] nor [entanglement]: only the bench file and the settings
+GENERIC_FORMAT = FormatId("labctl-bench", (1, 0))
 
 SNAPSHOT_DTYPE = np.dtype([("t_unix_ns", np.int64), ("instrument", STRING), ("state", STRING)])
 CHANGE_DTYPE = np.dtype(
@@ -103,6 +106,7 @@ class RunRecorder:
         flush_interval_s: float = 1.0,
         on_error: Any = None,
         overwrite: bool = False,
+        queue_max_bytes: int = DEFAULT_QUEUE_MAX_BYTES,
     ) -> None:
         common_tables, common_statics = common_schema_parts(config)
         schema = Schema(
@@ -118,6 +122,7 @@ class RunRecorder:
             flush_interval_s=flush_interval_s,
             on_error=on_error,
             overwrite=overwrite,
+            queue_max_bytes=queue_max_bytes,
         )
         self._instruments: dict[str, Any] = {}
         self.overrun_rows = 0
@@ -173,10 +178,7 @@ class RunRecorder:
         """Stop listening, commit everything and close the file (it stays readable after a
         failure too). Raises the writer's :class:`RecorderError`, if it had one."""
         self.detach()
-        try:
-            self.recorder.close()
-        except RecorderError:
-            raise
+        self.recorder.close()
 
 
 def recorded_config(rec: Recording) -> tuple[str, BenchConfig]:

@@ -16,6 +16,7 @@ import pytest
 from drivers.santec import SantecTSL570
 from labctl.cli import main
 from labctl.config import FOUNDATION_CONFIG
+from labctl.h5read import open_recording
 
 LASER_BENCH = """
 [bench]
@@ -66,13 +67,26 @@ def test_sim_subprocess_prints_resources_and_serves_them(tmp_path):
         assert proc.wait(timeout=10) == 0
 
 
-def test_run_applies_safe_start(tmp_path, capsys):
-    assert main(["run", "--json", str(bench_file(tmp_path))]) == 0
+def test_run_applies_safe_start_and_records_the_settings(tmp_path, capsys):
+    out = tmp_path / "run.h5"
+    assert main(["run", "--json", str(bench_file(tmp_path)), "--output", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     state = summary["instruments"]["laser1"]["state_after_safe_start"]
     assert state["power_mw"] == pytest.approx(0.5)
     assert state["wavelength_nm"] == pytest.approx(1550.12)
     assert state["emission"] is False
+    with open_recording(out) as rec:
+        assert rec.complete and rec.format.name == "labctl-bench"
+        assert "laser1" in rec.static("bench/config")
+        (snapshot,) = rec.table("settings/snapshots")
+        assert str(snapshot["instrument"]) == "laser1"
+        changes = {
+            str(c["setting"]): json.loads(str(c["value"])) for c in rec.table("settings/changes")
+        }
+        assert changes["power_mw"] == pytest.approx(0.5) and changes["emission"] is False
+    # recordings are never overwritten: refused before anything is switched on
+    assert main(["run", str(bench_file(tmp_path)), "--output", str(out)]) == 1
+    assert "exists; recordings are never overwritten" in capsys.readouterr().err
 
 
 def test_instruments_json(tmp_path, capsys):
