@@ -6,8 +6,10 @@ scope through :class:`labctl.isaqn_job.IsaqnJob`, or a recording through
 
 1. ``electronic`` records (LO off) and ``shot`` records (signal off) are kept for the
    calibration;
-2. the first ``data`` record calibrates the receiver (:meth:`IsaqnReceiver.calibrate`) and
-   synchronises every band on it (stream time 0);
+2. :meth:`IsaqnFeed.calibrate` (the live job calls it after the calibration records; else
+   the first ``data`` record does) calibrates the receiver
+   (:meth:`IsaqnReceiver.calibrate`); every band synchronises on the first data record
+   (stream time 0);
 3. every data record is processed (:meth:`IsaqnReceiver.process`) and fed to the
    :class:`NetworkMonitor`; a band that lost lock is re-synchronised on the next record.
 
@@ -88,6 +90,7 @@ class IsaqnFeed:
         self._electronic: list[np.ndarray] = []
         self._shot: list[np.ndarray] = []
         self._streaming = False
+        self._calibrated = False
         self._messages: list[str] = []  # what happened since the previous status
 
     def __getstate__(self) -> dict:
@@ -106,9 +109,9 @@ class IsaqnFeed:
         self.records += 1
         self.overloads += int(record.overloads)
         if record.kind != "data":
-            if self._streaming:
+            if self._streaming or self._calibrated:
                 raise FeedError(
-                    f"record {record.index}: a {record.kind} record after the data started"
+                    f"record {record.index}: a {record.kind} record after the calibration"
                 )
             (self._electronic if record.kind == "electronic" else self._shot).append(record.samples)
             return None
@@ -137,17 +140,25 @@ class IsaqnFeed:
         """Data analysed so far [s] (the calibration records excluded)."""
         return self.data_s
 
-    def _start(self, record: Record) -> None:
-        """Calibrate on the calibration records, lock every band on the first data record."""
+    def calibrate(self) -> None:
+        """Calibrate the receiver on the calibration records pushed so far (the live job
+        calls it once they are taken; otherwise the first data record does). Idempotent."""
+        if self._calibrated:
+            return
         if not self._electronic or not self._shot:
             raise FeedError(
-                f"record {record.index}: data before the calibration records "
-                f"({len(self._electronic)} electronic, {len(self._shot)} shot)"
+                f"calibration needs electronic and shot records; got {len(self._electronic)} "
+                f"electronic, {len(self._shot)} shot (record {self.records - 1})"
             )
         calibration = self.receiver.calibrate(self._electronic, self._shot)
         self._electronic, self._shot = [], []
+        self._calibrated = True
         for node, cal in zip(self.config.nodes, calibration, strict=True):
             self._say(f"{node.name}: v_el = {cal.v_el_snu:.4f} SNU")
+
+    def _start(self, record: Record) -> None:
+        """Calibrate (if not yet), lock every band on the first data record."""
+        self.calibrate()
         syncs = self.receiver.synchronise(record.samples, 0.0)
         for node, s in zip(self.config.nodes, syncs, strict=True):
             self._say(

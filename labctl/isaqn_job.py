@@ -152,7 +152,7 @@ class IsaqnJob:
 
     def calibrate(self) -> None:
         """Electronic-noise records (LO off), shot-noise records (signal off), each pushed to
-        the feed (which calibrates on the first data record); then the node outputs on."""
+        the feed, which then calibrates the receiver; then the node outputs on."""
         cfg = self.isaqn
         laser = self._instrument(cfg.laser)
         self._node_outputs(False)
@@ -165,6 +165,10 @@ class IsaqnJob:
         self.progress(f"calibration: {cfg.calibration_records} records of shot noise")
         for _ in range(cfg.calibration_records):
             self.feed.push(self.acquire("shot"))
+        try:
+            self.feed.calibrate()
+        except FeedError as exc:
+            raise JobError(str(exc)) from exc
         self._node_outputs(True)
 
     def _wait_for_laser(self, timeout_s: float = 10.0) -> None:
