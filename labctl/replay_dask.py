@@ -86,7 +86,7 @@ def replay_many(
             n_workers=n_workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # its HTTP server on a free port (8787 may be taken)
         )
         client = Client(cluster)
     else:
