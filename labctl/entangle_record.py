@@ -17,7 +17,8 @@ Format ``labctl-entanglement`` 1.0 (the engine's conventions and the common tabl
     /derived/steps         compound (n_steps,): read (the read the step began at), step,
                            scan_step, start_ps, end_ps (merged stream clock), phases_rad
                            float64 (n_users,) (table attr ``users``)
-    /derived/status        compound (n_updates,): read, time_s, interval_s,
+    /raw/read_times        int64 (n_reads,): t_unix_ns of each read
+    /derived/status        compound (n_updates,): t_unix_ns, read, time_s, interval_s,
                            total_key_rate_bps, clock_state, clock_offset_ps, clock_drift_ppm,
                            clock_locked_fraction, lost_events, scan_step, messages
     /derived/pairs         compound (n_updates, n_pairs): every PairStatus figure (table attr
@@ -39,6 +40,7 @@ Interlock state changes are also ``interlock`` events in ``/_recording/events``.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +74,7 @@ READ_DTYPE = np.dtype(
 )
 STATUS_DTYPE = np.dtype(
     [
+        ("t_unix_ns", np.int64),
         ("read", np.int64),
         ("time_s", np.float64),
         ("interval_s", np.float64),
@@ -134,6 +137,13 @@ def entanglement_tables(
             chunk_rows=4096,
             description="one row per read: each tagger's batch",
             attrs={"taggers": json.dumps(list(ent.taggers))},
+        ),
+        Table(
+            "raw/read_times",
+            np.int64,
+            chunk_rows=4096,
+            units="ns since 1970 (UTC)",
+            description="when each read was recorded (t_unix_ns, one per row of raw/reads)",
         ),
         Table(
             "derived/steps",
@@ -250,6 +260,7 @@ class EntanglementRecorder(RunRecorder):
             rows[k] = (self._tags[name], n, batch.horizon_ps, batch.lost_events, batch.overflow)
             self._tags[name] += n
         self.append("raw/reads", rows[np.newaxis])
+        self.append_row("raw/read_times", time.time_ns())
         step = result.step
         if step is not None:
             phases = [step.phases_rad[u] for u in step.phases_rad]
@@ -260,6 +271,7 @@ class EntanglementRecorder(RunRecorder):
     def status(self, st: EntanglementStatus) -> None:
         """Queue one update (and the cumulative histograms at this moment)."""
         row = (
+            time.time_ns(),
             self._reads - 1,
             st.time_s,
             st.interval_s,

@@ -10,12 +10,12 @@ Format ``labctl-isaqn`` 2.0 (the engine's conventions and the common tables are 
 ``docs/recording.md``; rows are valid up to the commit record's counts)::
 
     /raw/scope/codes        int16 (n_records, 2, record_length): [:, 0] I, [:, 1] Q ADC codes
-    /raw/scope/info         compound (n_records,): index int64, kind text ("electronic" LO
-                            off, "shot" signal off, "data"), volts_per_code float64 (2,)
-                            [V/code], offset_v float64 (2,) [V], overloads int64 (channels
-                            clipped)
-    /derived/status         compound (n_updates,): t_s, records, overloads, messages ("\\n"-
-                            joined text)
+    /raw/scope/info         compound (n_records,): t_unix_ns (when recorded), index int64,
+                            kind text ("electronic" LO off, "shot" signal off, "data"),
+                            volts_per_code float64 (2,) [V/code], offset_v float64 (2,) [V],
+                            overloads int64 (channels clipped)
+    /derived/status         compound (n_updates,): t_unix_ns, t_s, records, overloads,
+                            messages ("\\n"-joined text)
     /derived/nodes          compound (n_updates, n_nodes): every NodeStatus field but name
                             (confidence intervals as float64 (2,)); group attr ``nodes``
                             lists the names in order
@@ -31,6 +31,7 @@ Volts are ``codes * volts_per_code + offset_v`` in float64, as the scope driver 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ FORMAT = FormatId("labctl-isaqn", (2, 0))
 
 INFO_DTYPE = np.dtype(
     [
+        ("t_unix_ns", np.int64),
         ("index", np.int64),
         ("kind", STRING),
         ("volts_per_code", np.float64, (2,)),
@@ -57,7 +59,13 @@ INFO_DTYPE = np.dtype(
     ]
 )
 STATUS_DTYPE = np.dtype(
-    [("t_s", np.float64), ("records", np.int64), ("overloads", np.int64), ("messages", STRING)]
+    [
+        ("t_unix_ns", np.int64),
+        ("t_s", np.float64),
+        ("records", np.int64),
+        ("overloads", np.int64),
+        ("messages", STRING),
+    ]
 )
 NODE_DTYPE = row_dtype(NodeStatus, exclude=("name",))
 _LOCATION_EXCLUDE = ("nodes", "arrival_s")
@@ -139,7 +147,14 @@ class IsaqnRecorder(RunRecorder):
         """Queue one scope record (codes and scale; never the float volts)."""
         codes = np.stack([rec.codes_i, rec.codes_q]).astype(np.int16, copy=False)
         self.append("raw/scope/codes", codes[np.newaxis])
-        info = (rec.index, rec.kind, rec.volts_per_code, rec.offset_v, int(rec.overloads))
+        info = (
+            time.time_ns(),
+            rec.index,
+            rec.kind,
+            rec.volts_per_code,
+            rec.offset_v,
+            int(rec.overloads),
+        )
         self.append_row("raw/scope/info", info)
 
     def status(self, st: NetworkStatus) -> None:
@@ -147,9 +162,8 @@ class IsaqnRecorder(RunRecorder):
         names = tuple(n.name for n in st.nodes)
         if names != self.node_names:
             raise ValueError(f"status nodes {names} differ from the bench's {self.node_names}")
-        self.append_row(
-            "derived/status", (st.t_s, st.records, st.overloads, "\n".join(st.messages))
-        )
+        row = (time.time_ns(), st.t_s, st.records, st.overloads, "\n".join(st.messages))
+        self.append_row("derived/status", row)
         nodes = np.array(
             [to_row(n, NODE_DTYPE, exclude=("name",)) for n in st.nodes], dtype=NODE_DTYPE
         )

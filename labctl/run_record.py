@@ -189,3 +189,27 @@ def recorded_config(rec: Recording) -> tuple[str, BenchConfig]:
     except (ConfigError, tomllib.TOMLDecodeError) as exc:
         raise RecordingError(rec.path, f"the recorded bench file is not valid: {exc}") from exc
     return text, config
+
+
+def settings_at(rec: Recording, t_unix_ns: int | None = None) -> dict[str, dict[str, Any]]:
+    """Every instrument's settings at ``t_unix_ns`` (default: the end of the recording): the
+    start snapshot with every change up to that time applied. Per-channel settings are
+    ``{setting: {"<channel>": value}}``, as in the snapshot."""
+    state: dict[str, dict[str, Any]] = {}
+    for row in rec.table("settings/snapshots"):
+        state[str(row["instrument"])] = json.loads(str(row["state"]))
+    for row in rec.table("settings/changes"):
+        if t_unix_ns is not None and int(row["t_unix_ns"]) > t_unix_ns:
+            break
+        inst = state.setdefault(str(row["instrument"]), {})
+        value = json.loads(str(row["value"]))
+        channel = int(row["channel"])
+        if channel < 0:
+            inst[str(row["setting"])] = value
+        else:
+            per_channel = inst.get(str(row["setting"]))
+            if not isinstance(per_channel, dict):
+                per_channel = {}
+                inst[str(row["setting"])] = per_channel
+            per_channel[str(channel)] = value
+    return state

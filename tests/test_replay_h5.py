@@ -33,6 +33,7 @@ from labctl.h5record import FormatId, Recorder, Schema, Table
 from labctl.isaqn_job import IsaqnJob, run_isaqn
 from labctl.isaqn_record import IsaqnRecorder, open_isaqn
 from labctl.replay_h5 import open_capture, parse_speed, replay_chunk, replay_file
+from labctl.run_record import settings_at
 
 REPO = Path(__file__).resolve().parents[1]
 ISAQN_BENCH = CONFIG_DIR / "isaqn_sim.toml"
@@ -119,6 +120,15 @@ def test_entanglement_recording_holds_tags_steps_loops_and_settings(ent_run: dic
             assert first[-1] + n[-1] == cap.rec.rows(f"raw/tags/{tagger}")
         changes = cap.rec.table("settings/changes")
         assert {"tec1", "pump0", "pump10"} <= set(map(str, changes["instrument"]))
+        # the settings at any time: start snapshot plus the changes up to then
+        status_t = cap.rec.table("derived/status")["t_unix_ns"]
+        during = settings_at(cap.rec, int(status_t[-1]))
+        assert during["pump0"]["emission"] is True
+        assert during["tec1"]["setpoint_c"] == pytest.approx(cap.ent.ring_temperature_c)
+        after = settings_at(cap.rec)  # the end: the safe state (pumps off) was recorded too
+        assert after["pump0"]["emission"] is False and after["pump10"]["emission"] is False
+        read_t = cap.rec.table("raw/read_times")
+        assert read_t.size == reads.shape[0] and np.all(np.diff(read_t) >= 0)
 
 
 # -- replay ------------------------------------------------------------------------------------
