@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         dest="duration_s",
         metavar="S",
-        help="ISAQN: stop after S seconds of data (default: run until Ctrl-C)",
+        help="stop after S seconds of data (default: run until Ctrl-C)",
     )
     p.add_argument(
         "--output",
@@ -150,9 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="commit the recording every S seconds (readers see it, a crash keeps it; default 1)",
     )
-    p.add_argument(
-        "--plain", action="store_true", help="ISAQN: plain text updates even on a terminal"
-    )
+    p.add_argument("--plain", action="store_true", help="plain text updates even on a terminal")
     p.add_argument(
         "--no-loops",
         action="store_true",
@@ -345,6 +343,18 @@ def _recorder_alarm(exc: Exception) -> None:
     print(f"labctl: RECORDING: {exc}", file=sys.stderr, flush=True)
 
 
+def _close_recorders(recorders: Sequence[Any]) -> list[RecorderError]:
+    """Close every recorder (committing what it holds); their failures, already said."""
+    failed = []
+    for recorder in recorders:
+        try:
+            recorder.close()
+        except RecorderError as exc:
+            _recorder_alarm(exc)
+            failed.append(exc)
+    return failed
+
+
 def _report_recording(path: Path | None, recorders: Sequence[Any]) -> None:
     for recorder in recorders:
         lost = f", {recorder.overrun_rows} rows NOT recorded (disk too slow)"
@@ -395,9 +405,10 @@ def _run_isaqn(args: argparse.Namespace, config: BenchConfig) -> int:
         raise CliError(str(exc)) from exc
     finally:
         display.stop()
-        for recorder in recorders:
-            recorder.close()
+        failed = _close_recorders(recorders)
         signal.signal(signal.SIGINT, previous)
+    if failed:
+        raise CliError(f"the recording failed: {failed[0]}")
     _progress(
         f"run finished{' (Ctrl-C)' if stop.is_set() else ''}: {info['records']} records, "
         f"{info['overloads']} overloads; instruments left safe (outputs off, laser off)"
@@ -448,9 +459,10 @@ def _run_entanglement(args: argparse.Namespace, config: BenchConfig) -> int:
         raise CliError(str(exc)) from exc
     finally:
         display.stop()
-        for recorder in recorders:
-            recorder.close()
+        failed = _close_recorders(recorders)
         signal.signal(signal.SIGINT, previous)
+    if failed:
+        raise CliError(f"the recording failed: {failed[0]}")
     _progress(
         f"run finished{' (Ctrl-C)' if stop.is_set() else ''}: {info['scans']} phase scans, "
         f"{info['lost_events']} lost events; instruments left safe (pumps off, phase shifters "
@@ -503,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, InstrumentError, CliError) as exc:
+    except (ConfigError, InstrumentError, CliError, RecorderError) as exc:
         if args.debug:
             traceback.print_exc()
         print(f"labctl: error: {exc}", file=sys.stderr)
