@@ -116,7 +116,7 @@ class Instrument:
 
     # -- who wants to know about changes -------------------------------------
     def add_setting_listener(self, listener: SettingListener) -> None:
-        """Call ``listener(instrument, setting, channel, value)`` after every successful
+        """Call ``listener(instrument_name, setting, channel, value)`` after every successful
         :meth:`set` (once, with the final value of a ramp), from the setting thread. A
         listener that raises is logged and never fails the write (a recorder, a GUI)."""
         self._listeners.append(listener)
