@@ -10,6 +10,7 @@
     labctl bench coincidence [--json]     time-tag histogram vs numpy/pycorrelate, PTU decoding
     labctl bench predictors [--json]      drift predictors: RMSE, step latency, duty cycle at
                                           equal QBER against scan-and-transmit
+    labctl bench gui [--json]             frames/s of 1e6-point live traces while the DSP runs
     labctl replay FILE.h5 ... [--json]    a recording through the live pipeline, compared with
                                           the recorded results (several files: on Dask)
     labctl replay FILE.ptu [--json]       singles, coincidences, CAR of a PicoQuant PTU file
@@ -43,6 +44,7 @@ from drivers.errors import InstrumentError
 from labctl import (
     autotune_job,
     bench_coincidence,
+    bench_gui,
     bench_isaqn,
     bench_predictors,
     calc_cvqkd,
@@ -205,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_isaqn.add_parser(bench_sub)
     bench_coincidence.add_parser(bench_sub)
     bench_predictors.add_parser(bench_sub)
+    bench_gui.add_parser(bench_sub)
 
     replay_cli.add_parser(sub)
     autotune_job.add_parser(sub)
