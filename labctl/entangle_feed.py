@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 PS_PER_S = 1_000_000_000_000
+#: reference-tagger data without finding the other tagger's clock before the feed gives up
+#: (a search normally succeeds on its first 0.1 s chunk; under heavy load the simulated bench
+#: was once seen to need 46 s)
+CLOCK_SEARCH_TIMEOUT_S = 90.0
 
 
 class FeedError(ValueError):
@@ -100,6 +104,7 @@ class EntanglementFeed:
         self._step_end_ps: int | None = None
         self._next_update_s = config.update_s
         self._searching = True
+        self._first_horizon_ps: int | None = None
         self._messages: list[str] = []
 
     def __getstate__(self) -> dict:
@@ -129,6 +134,8 @@ class EntanglementFeed:
         if chunk is not None:
             self.monitor.push(chunk)
         self.reads += 1
+        if self._searching and self.monitor.horizon_ps is None:
+            self._check_search()
         if self._searching and self.monitor.horizon_ps is not None:
             self._searching = False
             clock = self.stream.clock_status()
@@ -145,6 +152,24 @@ class EntanglementFeed:
             self._next_update_s += self.config.update_s
             due = True
         return ReadResult(phases, due, step)
+
+    def _check_search(self) -> None:
+        """Give up (:class:`FeedError`) after :data:`CLOCK_SEARCH_TIMEOUT_S` of reference data
+        without the other tagger's clock: a run would otherwise wait for ever."""
+        horizon = self.stream.reference_horizon_ps
+        if horizon <= -(1 << 61):
+            return  # nothing delivered yet
+        if self._first_horizon_ps is None:
+            self._first_horizon_ps = horizon
+        waited_s = (horizon - self._first_horizon_ps) / PS_PER_S
+        if self.stream.other is not None and waited_s > CLOCK_SEARCH_TIMEOUT_S:
+            raise FeedError(
+                f"{self.stream.other}: its clock was not found against "
+                f"{self.stream.reference} in {waited_s:.0f} s of tags (last search "
+                f"significance {self.stream.last_significance:.1f}, needs "
+                f"{self.stream.min_significance:g}): check that the cross-tagger channel pair "
+                "sees the same photon pairs, the cables, and max_clock_offset_s"
+            )
 
     def _scan(self) -> tuple[Mapping[str, float] | None, StepEvent | None]:
         """Start the next phase step once the current one's data are complete."""

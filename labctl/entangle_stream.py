@@ -175,6 +175,8 @@ class TagStream:
                 n_bins=128,
             )
         self.refine_significance = math.nan
+        #: significance of the latest coarse search (nan before the first)
+        self.last_significance = math.nan
         self._locked_total = 0
         self._converged = False
         self._start_ps_final: int | None = None
@@ -249,6 +251,7 @@ class TagStream:
             bin_ps=self.search_bin_ps,
             start_b_ps=b0,
         )
+        self.last_significance = float(found.search.significance)
         if found.search.significance < self.min_significance:
             # not found in this chunk: forget it and try the next one
             oth.drop_before(b0 + self.search_ps)

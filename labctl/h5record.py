@@ -950,6 +950,12 @@ class Recorder:
         spec = self._specs[k]
         where = f"{self.path}: table {spec.path!r}"
         dt = spec.dtype
+        if _bytes_copyable(rows, dt, spec.row_shape, single):
+            # rows already exactly as stored (e.g. a packed tag array): one byte copy, which
+            # is ~10x faster than numpy's field-by-field copy of a structured array
+            out = np.empty(rows.shape, dtype=dt)
+            out.view(np.uint8).reshape(-1)[:] = rows.view(np.uint8).reshape(-1)
+            return out
         if is_text(dt):
             arr = np.array(rows, dtype=object)
             _require_str(arr, where)
@@ -1125,7 +1131,7 @@ class Recorder:
                     flush_wanted = self._flush_wanted
                 for k, arrs in _group(batch):
                     self._doing = ("writing", self._names[k])
-                    self._write_rows(k, arrs[0] if len(arrs) == 1 else np.concatenate(arrs))
+                    self._write_rows(k, arrs[0] if len(arrs) == 1 else _concatenate(arrs))
                 if batch:
                     dirty = True
                     with self._cond:
@@ -1235,6 +1241,37 @@ def _group(batch: list[_Item]) -> Iterator[tuple[int, list[np.ndarray]]]:
     for item in batch:
         groups.setdefault(item.index, []).append(item.rows)
     return iter(groups.items())
+
+
+def _bytes_copyable(rows: Any, dt: np.dtype, row_shape: tuple[int, ...], single: bool) -> bool:
+    """True if ``rows`` is a C-contiguous array of exactly the table's dtype (no text fields)
+    and row shape, so its bytes can be queued as they are."""
+    return (
+        not single
+        and isinstance(rows, np.ndarray)
+        and rows.dtype == dt
+        and rows.shape[1:] == row_shape
+        and rows.ndim == 1 + len(row_shape)
+        and rows.flags.c_contiguous
+        and not has_strings(dt)
+        and dt.itemsize > 0
+    )
+
+
+def _concatenate(arrs: list[np.ndarray]) -> np.ndarray:
+    """Rows of one table concatenated, through byte views when there is no text (numpy
+    copies structured arrays field by field otherwise)."""
+    dt = arrs[0].dtype
+    if dt.names is None or has_strings(dt):
+        return np.concatenate(arrs)
+    out = np.empty((sum(a.shape[0] for a in arrs), *arrs[0].shape[1:]), dtype=dt)
+    flat = out.view(np.uint8).reshape(-1)
+    pos = 0
+    for a in arrs:
+        n = a.nbytes
+        flat[pos : pos + n] = a.view(np.uint8).reshape(-1)
+        pos += n
+    return out
 
 
 def _coerce_plain(rows: Any, dt: np.dtype, where: str) -> np.ndarray:

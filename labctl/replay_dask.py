@@ -61,6 +61,24 @@ def plan_file(path: Path | str, chunk_units: int | None = None) -> FilePlan:
     return FilePlan(str(path), n, bounds)
 
 
+def local_cluster(n_workers: int = 2) -> Any:
+    """A :class:`distributed.LocalCluster` of ``n_workers`` single-threaded processes for
+    replay. Its nanny would start the workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which
+    makes glibc hand freed chunk buffers back to the system at once: measured on the 2-vCPU
+    development machine, that tripled page faults and made a 2-worker replay of 4 files
+    0.6-0.9x as fast as one process (1.3-1.5x without it). The variable is left unset."""
+    import dask
+    from dask.distributed import LocalCluster
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",  # its HTTP server on a free port (8787 may be taken)
+        )
+
+
 def _chunk_task(path: str, start: int, stop: int, previous: Any) -> tuple[Any, list[Update]]:
     feed = None if previous is None else previous[0]
     return replay_chunk(path, start, stop, feed)
@@ -77,17 +95,12 @@ def replay_many(
     """Replay every file on Dask (module doc); returns each file's updates, numbered from the
     run's first, exactly as :func:`labctl.replay_h5.replay_chunk` over the whole file gives
     them. ``progress(file, units_done, units_total)`` after every chunk."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
     plans = [plan_file(p, chunk_units) for p in paths]
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",  # its HTTP server on a free port (8787 may be taken)
-        )
+        cluster = local_cluster(n_workers)
         client = Client(cluster)
     else:
         client = Client(scheduler)

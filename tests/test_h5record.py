@@ -1238,3 +1238,27 @@ def test_following_a_file_written_at_full_speed(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait(timeout=HANG_GUARD_S)
+
+
+def test_packed_rows_are_queued_as_bytes_and_read_back_unchanged(tmp_path: Path) -> None:
+    """The byte-copy fast path (rows already in the table's dtype) stores exactly what the
+    field-by-field path stores: packed tags, strided views and many small appends alike."""
+    tag = np.dtype([("timestamp_ps", np.int64), ("channel", np.uint8)])
+    schema = Schema(FormatId("t", (1, 0)), [Table("tags", tag, chunk_rows=1000)])
+    rng = np.random.default_rng(3)
+    packed = np.empty(10_000, tag)
+    packed["timestamp_ps"] = np.cumsum(rng.integers(1, 10**6, packed.size))
+    packed["channel"] = rng.integers(0, 255, packed.size)
+    strided = packed[::3]  # not contiguous: the checked path
+    with Recorder(tmp_path / "r.h5", schema) as rec:
+        for k in range(0, 6000, 7):  # many small appends, concatenated by the writer
+            rec.append("tags", packed[k : k + 7])
+        rec.append("tags", strided)
+        rec.append("tags", [(1, 2), (3, 4)])
+        buffer = packed[:5].copy()
+        rec.append("tags", buffer)
+        buffer["channel"] = 0  # the queue kept its own copy
+    expected = np.concatenate([packed[:6006], strided, np.array([(1, 2), (3, 4)], tag), packed[:5]])
+    with open_recording(tmp_path / "r.h5") as r:
+        got = r.table("tags")
+    assert got.dtype == tag and np.array_equal(got, expected)
