@@ -11,6 +11,8 @@
     labctl bench predictors [--json]      drift predictors: RMSE, step latency, duty cycle at
                                           equal QBER against scan-and-transmit
     labctl bench gui [--json]             frames/s of 1e6-point live traces while the DSP runs
+    labctl bench record [--json]          recorder vs plain h5py writes (MB/s, overhead); replay
+                                          throughput, one process vs a 2-worker Dask cluster
     labctl replay FILE.h5 ... [--json]    a recording through the live pipeline, compared with
                                           the recorded results (several files: on Dask)
     labctl replay FILE.ptu [--json]       singles, coincidences, CAR of a PicoQuant PTU file
@@ -47,6 +49,7 @@ from labctl import (
     bench_gui,
     bench_isaqn,
     bench_predictors,
+    bench_record,
     calc_cvqkd,
     calc_entanglement,
     calc_locate,
@@ -208,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_coincidence.add_parser(bench_sub)
     bench_predictors.add_parser(bench_sub)
     bench_gui.add_parser(bench_sub)
+    bench_record.add_parser(bench_sub)
 
     replay_cli.add_parser(sub)
     autotune_job.add_parser(sub)
