@@ -55,7 +55,7 @@ from labctl.h5read import Recording, RecordingError, open_recording
 from labctl.h5record import STRING, FormatId, Table
 from labctl.loop_runner import LoopStatus
 from labctl.record_fields import from_row, row_dtype, to_row
-from labctl.run_record import RunRecorder, recorded_config
+from labctl.run_record import Capture, RunRecorder, cell_text
 
 if TYPE_CHECKING:
     from labctl.entangle_job import EntanglementJob
@@ -315,37 +315,19 @@ class EntanglementRecorder(RunRecorder):
         super().close()
 
 
-class EntanglementCapture:
+class EntanglementCapture(Capture):
     """A recorded entanglement run, opened with :func:`open_entanglement` (SWMR)."""
 
     kind = "entanglement"
 
     def __init__(self, rec: Recording) -> None:
-        self.rec = rec
-        self.path = rec.path
-        self.config_text, self.config = recorded_config(rec)
+        super().__init__(rec)
         ent = self.config.entanglement
         if ent is None:
             raise RecordingError(self.path, "the recorded bench file has no [entanglement] section")
         self.ent = ent
         self.taggers = tuple(ent.taggers)
         self.update_s = float(ent.update_s)
-
-    def close(self) -> None:
-        self.rec.close()
-
-    def __enter__(self) -> EntanglementCapture:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def refresh(self) -> bool:
-        return self.rec.refresh()
-
-    @property
-    def complete(self) -> bool:
-        return self.rec.complete
 
     @property
     def n_units(self) -> int:
@@ -437,8 +419,8 @@ class EntanglementCapture:
             return {"loops": {}, "interlocks": {}}
         row = self.rec.table("derived/control", update, update + 1)[0]
         return {
-            "loops": json.loads(_text(row["loops"])),
-            "interlocks": json.loads(_text(row["interlocks"])),
+            "loops": json.loads(cell_text(row["loops"])),
+            "interlocks": json.loads(cell_text(row["interlocks"])),
         }
 
     def recorded_dicts(self) -> list[dict[str, Any]]:
@@ -462,13 +444,13 @@ class EntanglementCapture:
                 )
                 for j, link in enumerate(links)
             )
-            text = _text(st["messages"][k])
+            text = cell_text(st["messages"][k])
             status = EntanglementStatus(
                 time_s=float(st["time_s"][k]),
                 interval_s=float(st["interval_s"][k]),
                 pairs=rows,
                 total_key_rate_bps=float(st["total_key_rate_bps"][k]),
-                clock_state=_text(st["clock_state"][k]),
+                clock_state=cell_text(st["clock_state"][k]),
                 clock_offset_ps=float(st["clock_offset_ps"][k]),
                 clock_drift_ppm=float(st["clock_drift_ppm"][k]),
                 clock_locked_fraction=float(st["clock_locked_fraction"][k]),
@@ -483,10 +465,6 @@ class EntanglementCapture:
     def histograms(self, update: int) -> np.ndarray:
         """The cumulative histograms (n_pairs, n_bins) int64 at update ``update``."""
         return self.rec.table("derived/histograms", update, update + 1)[0]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def open_entanglement(path: Path | str, *, follow: bool = False) -> EntanglementCapture:

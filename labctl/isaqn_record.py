@@ -44,7 +44,7 @@ from labctl.h5record import STRING, FormatId, Table
 from labctl.isaqn_feed import IsaqnFeed, Record, volts_from_codes
 from labctl.isaqn_status import EventLocation, NetworkStatus, NodeStatus
 from labctl.record_fields import from_row, row_dtype, to_row
-from labctl.run_record import RunRecorder, recorded_config
+from labctl.run_record import Capture, RunRecorder, cell_text
 
 FORMAT = FormatId("labctl-isaqn", (2, 0))
 
@@ -180,39 +180,20 @@ class IsaqnRecorder(RunRecorder):
         self.updates += 1
 
 
-class IsaqnCapture:
+class IsaqnCapture(Capture):
     """A recorded ISAQN run, opened with :func:`open_isaqn` (SWMR: it may still be written)."""
 
     kind = "isaqn"
 
     def __init__(self, rec: Recording) -> None:
-        self.rec = rec
-        self.path = rec.path
+        super().__init__(rec)
         attrs = rec.attrs
-        self.config_text, self.config = recorded_config(rec)
         if self.config.isaqn is None:
             raise RecordingError(self.path, "the recorded bench file has no [isaqn] section")
         self.isaqn = self.config.isaqn
         self.wavelength_nm = float(attrs["wavelength_nm"])
         self.record_s = float(attrs["record_length"]) / float(attrs["sample_rate_hz"])
         self.node_names = tuple(n.name for n in self.config.isaqn.nodes)
-
-    def close(self) -> None:
-        self.rec.close()
-
-    def __enter__(self) -> IsaqnCapture:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def refresh(self) -> bool:
-        """Pick up rows committed since (a file still being written); True if any."""
-        return self.rec.refresh()
-
-    @property
-    def complete(self) -> bool:
-        return self.rec.complete
 
     @property
     def n_units(self) -> int:
@@ -267,14 +248,14 @@ class IsaqnCapture:
                     EventLocation,
                     r,
                     exclude=_LOCATION_EXCLUDE,
-                    nodes=tuple(x for x in _text(r["nodes"]).split(",") if x),
-                    arrival_s=tuple(float(x) for x in json.loads(_text(r["arrival_s"]))),
+                    nodes=tuple(x for x in cell_text(r["nodes"]).split(",") if x),
+                    arrival_s=tuple(float(x) for x in json.loads(cell_text(r["arrival_s"]))),
                 )
             node_rows = tuple(
                 from_row(NodeStatus, nodes[k, j], exclude=("name",), name=name)
                 for j, name in enumerate(self.node_names)
             )
-            text = _text(st["messages"][k])
+            text = cell_text(st["messages"][k])
             out.append(
                 NetworkStatus(
                     t_s=float(st["t_s"][k]),
@@ -302,13 +283,9 @@ def record_from_row(codes: np.ndarray, info: Any) -> Record:
         volts_per_code=(vpc[0], vpc[1]),
         offset_v=(off[0], off[1]),
         index=int(info["index"]),
-        kind=_text(info["kind"]),
+        kind=cell_text(info["kind"]),
         overloads=int(info["overloads"]),
     )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def open_isaqn(path: Path | str, *, follow: bool = False) -> IsaqnCapture:

@@ -21,7 +21,7 @@ import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -213,3 +213,36 @@ def settings_at(rec: Recording, t_unix_ns: int | None = None) -> dict[str, dict[
                 inst[str(row["setting"])] = per_channel
             per_channel[str(channel)] = value
     return state
+
+
+class Capture:
+    """What the bench readers share: the open :class:`Recording` (``rec``), its path, the
+    recorded bench file (``config_text``, ``config``); a context manager."""
+
+    def __init__(self, rec: Recording) -> None:
+        self.rec = rec
+        self.path = rec.path
+        self.config_text, self.config = recorded_config(rec)
+
+    def close(self) -> None:
+        self.rec.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def refresh(self) -> bool:
+        """Pick up rows committed since (a file still being written); True if any."""
+        return self.rec.refresh()
+
+    @property
+    def complete(self) -> bool:
+        """The writer closed the file normally."""
+        return self.rec.complete
+
+
+def cell_text(value: Any) -> str:
+    """A text cell as ``str`` (plain h5py gives ``bytes``)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
