@@ -327,7 +327,6 @@ class EntanglementCapture(Capture):
             raise RecordingError(self.path, "the recorded bench file has no [entanglement] section")
         self.ent = ent
         self.taggers = tuple(ent.taggers)
-        self.update_s = float(ent.update_s)
 
     @property
     def n_units(self) -> int:

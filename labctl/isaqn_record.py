@@ -192,7 +192,6 @@ class IsaqnCapture(Capture):
             raise RecordingError(self.path, "the recorded bench file has no [isaqn] section")
         self.isaqn = self.config.isaqn
         self.wavelength_nm = float(attrs["wavelength_nm"])
-        self.record_s = float(attrs["record_length"]) / float(attrs["sample_rate_hz"])
         self.node_names = tuple(n.name for n in self.config.isaqn.nodes)
 
     @property

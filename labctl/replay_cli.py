@@ -134,41 +134,46 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
 
 
-def _display(capture_kind: str, plain: bool) -> Any:
-    if capture_kind == "labctl-isaqn":
-        from labctl.isaqn_display import LiveDisplay
+def _display_for(status: Any, plain: bool) -> Any:
+    """The live display that shows ``status`` (the ISAQN one or the entanglement one)."""
+    from labctl.entangle_status import EntanglementStatus
 
-        return LiveDisplay(plain=True if plain else None)
-    from labctl.entangle_display import EntanglementDisplay
+    if isinstance(status, EntanglementStatus):
+        from labctl.entangle_display import EntanglementDisplay
 
-    return EntanglementDisplay(plain=True if plain else None)
+        return EntanglementDisplay(plain=True if plain else None)
+    from labctl.isaqn_display import LiveDisplay
+
+    return LiveDisplay(plain=True if plain else None)
 
 
 def _replay_one(args: argparse.Namespace, path: Path) -> int:
     from labctl.cli import CliError
-    from labctl.h5read import open_recording
     from labctl.replay_h5 import parse_speed, replay_file
 
     speed = parse_speed(args.speed)
-    with open_recording(path, follow=args.follow) as rec:
-        kind = rec.format.name
-    display = None if args.json else _display(kind, args.plain)
+    displays: list[Any] = []  # made at the first update, for its bench
+
+    def show(_k: int, status: Any) -> None:
+        if not displays:
+            displays.append(_display_for(status, args.plain))
+            displays[0].start()
+        displays[0](status)
+
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        if display is not None:
-            display.start()
         report = replay_file(
             path,
             speed=speed,
             start_s=args.start_s,
             end_s=args.end_s,
             follow=args.follow,
-            sink=None if display is None else (lambda _k, status: display(status)),
+            sink=None if args.json else show,
             stop=stop,
         )
     finally:
-        if display is not None:
+        for display in displays:
             display.stop()
         signal.signal(signal.SIGINT, previous)
     if args.json:
@@ -212,7 +217,7 @@ def _replay_dask(args: argparse.Namespace, files: list[Path]) -> int:
 
     from labctl.cli import CliError
     from labctl.replay_dask import replay_many
-    from labctl.replay_h5 import compare, open_capture
+    from labctl.replay_h5 import ReplayReport, compare, open_capture
 
     if args.follow or args.speed != "max" or args.start_s or args.end_s is not None:
         raise CliError(
@@ -236,33 +241,28 @@ def _replay_dask(args: argparse.Namespace, files: list[Path]) -> int:
             chunk_units=args.chunk_units,
             progress=progress,
         )
-    summary = []
-    bad = 0
+    reports = []
     for path, updates in results.items():
         with open_capture(path) as cap:
             recorded = cap.recorded_dicts()
-            fmt = cap.rec.format.name
-        compared, mismatches = compare(updates, recorded)
-        bad += bool(mismatches)
-        summary.append(
-            {
-                "file": path,
-                "format": fmt,
-                "updates": len(updates),
-                "recorded_updates": len(recorded),
-                "compared": compared,
-                "matches_recorded": compared > 0 and not mismatches,
-                "mismatches": mismatches[:50],
-                "last": updates[-1][1] if updates else None,
-            }
-        )
+            report = ReplayReport(path, cap.rec.format.name, cap.n_units, complete=cap.complete)
+        report.updates = updates
+        report.recorded_updates = len(recorded)
+        report.compared, report.mismatches = compare(updates, recorded)
+        reports.append(report)
+    bad = sum(bool(r.mismatches) for r in reports)
     if args.json:
-        print(json.dumps({"files": summary}))
+        files = []
+        for r in reports:  # the Dask tasks time neither data nor wall per file
+            d = r.to_dict()
+            del d["data_s"], d["elapsed_s"]
+            files.append(d)
+        print(json.dumps({"files": files}))
     else:
-        for s in summary:
-            verdict = "matches the live run" if s["matches_recorded"] else "DIFFERS"
+        for r in reports:
+            verdict = "matches the live run" if r.matches else "DIFFERS"
             print(
-                f"{s['file']}: {s['updates']} updates, {s['compared']} compared: {verdict}",
+                f"{r.path}: {len(r.updates)} updates, {r.compared} compared: {verdict}",
                 file=sys.stderr,
             )
     if args.check and bad:

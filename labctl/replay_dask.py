@@ -19,6 +19,7 @@ instead, whose workers must have labctl installed and see the files at the same 
 
 from __future__ import annotations
 
+import logging
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -76,6 +77,7 @@ def local_cluster(n_workers: int = 2) -> Any:
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",  # its HTTP server on a free port (8787 may be taken)
+            silence_logs=logging.WARNING,  # not every worker start and stop on stderr
         )
 
 
