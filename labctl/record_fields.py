@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import types
 import typing
@@ -34,7 +35,12 @@ class _Field:
 
 
 def _fields(cls: type, exclude: Iterable[str]) -> tuple[_Field, ...]:
-    skip = set(exclude)
+    return _fields_cached(cls, frozenset(exclude))
+
+
+@functools.cache
+def _fields_cached(cls: type, skip: frozenset[str]) -> tuple[_Field, ...]:
+    """The column plan of ``cls`` (type hints resolved once per class, not per row)."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):

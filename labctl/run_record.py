@@ -130,15 +130,14 @@ class RunRecorder:
     def append(self, table: str, rows: Any) -> None:
         """Queue rows; an overrun is counted and logged (the engine logs the gap in the file
         and calls ``on_error``), never raised into acquisition."""
-        try:
-            self.recorder.append(table, rows)
-        except RecorderOverrun as exc:
-            self.overrun_rows += exc.rows
-            log.error("%s", exc)
+        self._queue(self.recorder.append, table, rows)
 
     def append_row(self, table: str, row: Any) -> None:
+        self._queue(self.recorder.append_row, table, row)
+
+    def _queue(self, add: Any, *args: Any) -> None:
         try:
-            self.recorder.append_row(table, row)
+            add(*args)
         except RecorderOverrun as exc:
             self.overrun_rows += exc.rows
             log.error("%s", exc)
@@ -168,11 +167,7 @@ class RunRecorder:
         self._instruments.clear()
 
     def event(self, kind: str, text: str) -> None:
-        try:
-            self.recorder.event(kind, text)
-        except RecorderOverrun as exc:
-            self.overrun_rows += exc.rows
-            log.error("%s", exc)
+        self._queue(self.recorder.event, kind, text)
 
     def close(self) -> None:
         """Stop listening, commit everything and close the file (it stays readable after a
