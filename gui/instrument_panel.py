@@ -168,6 +168,24 @@ class _RefusingSpinMixin:
         number, self.refused_number = self.refused_number, None
         return number
 
+    # Qt virtuals, overridden for both spin boxes (super() is QSpinBox / QDoubleSpinBox)
+    def validate(self, text: str, pos: int) -> object:
+        result = super().validate(text, pos)  # type: ignore[misc]
+        state = result[0] if isinstance(result, tuple) else result
+        if state == QValidator.State.Invalid and self._is_number(text):
+            return (QValidator.State.Intermediate, text, pos)
+        return result
+
+    def fixup(self, text: str) -> str:
+        self._capture(text)
+        return super().fixup(text)  # type: ignore[misc]
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        self._refused_in_key = False
+        super().keyPressEvent(event)  # type: ignore[misc]
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not self._refused_in_key:
+            self.entered.emit()  # type: ignore[attr-defined]
+
 
 class FloatEditor(_RefusingSpinMixin, QDoubleSpinBox):
     """Float editor: range = the setting's allowed range; Enter emits :attr:`entered`."""
@@ -181,23 +199,6 @@ class FloatEditor(_RefusingSpinMixin, QDoubleSpinBox):
         self.setStepType(QAbstractSpinBox.StepType.AdaptiveDecimalStepType)
         self.setKeyboardTracking(False)
 
-    def validate(self, text: str, pos: int) -> object:
-        result = QDoubleSpinBox.validate(self, text, pos)
-        state = result[0] if isinstance(result, tuple) else result
-        if state == QValidator.State.Invalid and self._is_number(text):
-            return (QValidator.State.Intermediate, text, pos)
-        return result
-
-    def fixup(self, text: str) -> str:
-        self._capture(text)
-        return QDoubleSpinBox.fixup(self, text)
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:
-        self._refused_in_key = False
-        QDoubleSpinBox.keyPressEvent(self, event)
-        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not self._refused_in_key:
-            self.entered.emit()
-
 
 class IntEditor(_RefusingSpinMixin, QSpinBox):
     """Integer editor: range = the setting's allowed range; Enter emits :attr:`entered`."""
@@ -209,23 +210,6 @@ class IntEditor(_RefusingSpinMixin, QSpinBox):
         self.refused_number = None
         self._refused_in_key = False
         self.setKeyboardTracking(False)
-
-    def validate(self, text: str, pos: int) -> object:
-        result = QSpinBox.validate(self, text, pos)
-        state = result[0] if isinstance(result, tuple) else result
-        if state == QValidator.State.Invalid and self._is_number(text):
-            return (QValidator.State.Intermediate, text, pos)
-        return result
-
-    def fixup(self, text: str) -> str:
-        self._capture(text)
-        return QSpinBox.fixup(self, text)
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:
-        self._refused_in_key = False
-        QSpinBox.keyPressEvent(self, event)
-        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not self._refused_in_key:
-            self.entered.emit()
 
 
 def make_editor(setting: Setting, allowed: Range | None) -> QWidget:
