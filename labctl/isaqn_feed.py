@@ -26,10 +26,12 @@ import numpy as np
 
 from labctl.isaqn_config import IsaqnConfig
 from labctl.isaqn_monitor import NetworkMonitor
-from labctl.isaqn_pipeline import IsaqnReceiver, NodeSequence, node_sequence
+from labctl.isaqn_pipeline import IsaqnReceiver, NodeSequence, RecordResult, node_sequence
 from labctl.isaqn_status import NetworkStatus
 
 Progress = Callable[[str], None]
+#: sees every record pushed and what the receiver made of it (None for calibration records)
+RecordObserver = Callable[["Record", RecordResult | None], None]
 #: record kinds, in the order a run acquires them
 KINDS = ("electronic", "shot", "data")
 
@@ -64,7 +66,8 @@ class IsaqnFeed:
 
     ``seed`` is the bench seed (it fixes the nodes' symbol sequences), ``wavelength_m`` the
     laser's wavelength (strain figures). ``progress`` gets one line per calibration result,
-    lock and re-lock."""
+    lock and re-lock. ``observer`` (settable later, e.g. by the dashboard) sees every record
+    and its :class:`RecordResult` on the pushing thread, after the monitors took it."""
 
     def __init__(
         self,
@@ -73,8 +76,10 @@ class IsaqnFeed:
         wavelength_m: float,
         *,
         progress: Progress | None = None,
+        observer: RecordObserver | None = None,
     ) -> None:
         self.config = config
+        self.observer = observer
         self.sequences: list[NodeSequence] = [
             node_sequence(node, seed, k) for k, node in enumerate(config.nodes)
         ]
@@ -95,7 +100,8 @@ class IsaqnFeed:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["progress"] = None  # a live callback does not travel to a Dask worker
+        state["progress"] = None  # live callbacks do not travel to a Dask worker
+        state["observer"] = None
         return state
 
     def _say(self, text: str) -> None:
@@ -114,6 +120,8 @@ class IsaqnFeed:
                     f"record {record.index}: a {record.kind} record after the calibration"
                 )
             (self._electronic if record.kind == "electronic" else self._shot).append(record.samples)
+            if self.observer is not None:
+                self.observer(record, None)
             return None
         if not self._streaming:
             self._start(record)
@@ -125,8 +133,11 @@ class IsaqnFeed:
             self._messages.append(text)
             self.receiver.synchronise(record.samples, self.data_s)
             self.monitor.reset_streams()
-        self.monitor.update(self.receiver.process(record.samples))
+        result = self.receiver.process(record.samples)
+        self.monitor.update(result)
         self.data_s += self.record_s
+        if self.observer is not None:
+            self.observer(record, result)
         if self.data_s + 1e-9 < self._next_update_s:
             return None
         self._next_update_s += self.config.update_s

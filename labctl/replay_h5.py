@@ -170,6 +170,7 @@ def replay_file(
     end_s: float | None = None,
     follow: bool = False,
     sink: Callable[[int, Any], None] | None = None,
+    observe: Callable[[Any], None] | None = None,
     stop: Any = None,
     poll_s: float = 0.2,
     sleep: Callable[[float], None] = time.sleep,
@@ -178,9 +179,10 @@ def replay_file(
     """Replay one recording (module doc): ``speed`` None = as fast as possible, else data
     seconds per wall second; updates whose data time lies in [``start_s``, ``end_s``] go to
     ``sink(index, status)`` (a :class:`NetworkStatus` / :class:`EntanglementStatus`) and, as
-    ``to_dict()``, to the report. ``follow``: wait for rows a running writer
-    has yet to commit, until it closes the file (or ``stop`` is set). ``sleep`` and ``clock``
-    (monotonic seconds) pace it; tests pass a simulated pair."""
+    ``to_dict()``, to the report; ``observe(feed)`` is called once with the feed before the
+    first push (the dashboard taps it, e.g. :attr:`IsaqnFeed.observer`). ``follow``: wait for
+    rows a running writer has yet to commit, until it closes the file (or ``stop`` is set).
+    ``sleep`` and ``clock`` (monotonic seconds) pace it; tests pass a simulated pair."""
     if end_s is not None and end_s < start_s:
         raise ValueError(f"time range: end {end_s} s is before start {start_s} s")
     cap = open_capture(path, follow=follow)
@@ -189,6 +191,8 @@ def replay_file(
     try:
         report.format = cap.rec.format.name
         feed = cap.make_feed()
+        if observe is not None:
+            observe(feed)
         done = 0
         paced_from: tuple[float, float] | None = None  # (wall, data time) pacing started at
         finished = False
