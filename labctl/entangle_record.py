@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,6 +211,7 @@ class EntanglementRecorder(RunRecorder):
         n_bins: int,
         flush_interval_s: float = 1.0,
         on_error: Any = None,
+        attrs: Mapping[str, Any] | None = None,
     ) -> None:
         ent = config.entanglement
         if ent is None:
@@ -220,7 +221,11 @@ class EntanglementRecorder(RunRecorder):
             config,
             FORMAT,
             entanglement_tables(config, loops, n_bins),
-            attrs={"update_s": float(ent.update_s), "taggers": json.dumps(list(ent.taggers))},
+            attrs={
+                **dict(attrs or {}),
+                "update_s": float(ent.update_s),
+                "taggers": json.dumps(list(ent.taggers)),
+            },
             flush_interval_s=flush_interval_s,
             on_error=on_error,
         )

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,11 +119,13 @@ class IsaqnRecorder(RunRecorder):
         wavelength_nm: float,
         flush_interval_s: float = 1.0,
         on_error: Any = None,
+        attrs: Mapping[str, Any] | None = None,
     ) -> None:
         iq = config.isaqn
         if iq is None:
             raise ValueError(f"{config.path}: no [isaqn] section")
         attrs = {
+            **dict(attrs or {}),
             "sample_rate_hz": float(iq.sample_rate_hz),
             "record_length": int(iq.record_length),
             "channel_i": int(iq.channel_i),

@@ -196,7 +196,13 @@ def _summary(report: Any) -> None:
         f"{len(report.updates)} updates",
         file=sys.stderr,
     )
-    if report.compared == 0:
+    if report.started_after_data_s is not None:
+        print(
+            f"recorded from {report.started_after_data_s:.2f} s into a live run: its live "
+            "updates count from the run's start, so they are not compared",
+            file=sys.stderr,
+        )
+    elif report.compared == 0:
         print("no recorded update to compare with", file=sys.stderr)
     elif report.mismatches:
         print(
@@ -217,7 +223,7 @@ def _replay_dask(args: argparse.Namespace, files: list[Path]) -> int:
 
     from labctl.cli import CliError
     from labctl.replay_dask import replay_many
-    from labctl.replay_h5 import ReplayReport, compare, open_capture
+    from labctl.replay_h5 import ReplayReport, compare_capture, open_capture
 
     if args.follow or args.speed != "max" or args.start_s or args.end_s is not None:
         raise CliError(
@@ -244,11 +250,9 @@ def _replay_dask(args: argparse.Namespace, files: list[Path]) -> int:
     reports = []
     for path, updates in results.items():
         with open_capture(path) as cap:
-            recorded = cap.recorded_dicts()
             report = ReplayReport(path, cap.rec.format.name, cap.n_units, complete=cap.complete)
-        report.updates = updates
-        report.recorded_updates = len(recorded)
-        report.compared, report.mismatches = compare(updates, recorded)
+            report.updates = updates
+            compare_capture(report, cap)
         reports.append(report)
     bad = sum(bool(r.mismatches) for r in reports)
     if args.json:

@@ -109,6 +109,8 @@ class ReplayReport:
     mismatches: list[str] = field(default_factory=list)
     complete: bool = False  #: the recording was closed normally
     elapsed_s: float = 0.0
+    #: set when the recording began this far into a live run (dashboard): not compared
+    started_after_data_s: float | None = None
 
     @property
     def matches(self) -> bool:
@@ -128,11 +130,29 @@ class ReplayReport:
             "compared": self.compared,
             "matches_recorded": self.matches,
             "mismatches": self.mismatches[:50],
+            "started_after_data_s": self.started_after_data_s,
             "last": last,
         }
         if all_updates:
             out["all"] = [d for _, d in self.updates]
         return out
+
+
+def started_after_data_s(cap: Capture) -> float | None:
+    """How far into a live run the recording began (``labctl gui``'s recording controls), or
+    None for a recording of a whole run. The live updates of such a recording are cumulative
+    since the run's start and a replay's since the file's, so they are not compared."""
+    value = cap.rec.attrs.get("started_after_data_s")
+    return None if value is None else float(value)
+
+
+def compare_capture(report: ReplayReport, cap: Capture) -> None:
+    """Fill ``report``'s comparison of its updates with the ones ``cap`` recorded."""
+    recorded = cap.recorded_dicts()
+    report.recorded_updates = len(recorded)
+    report.started_after_data_s = started_after_data_s(cap)
+    if report.started_after_data_s is None:
+        report.compared, report.mismatches = compare(report.updates, recorded)
 
 
 def compare(updates: list[Update], recorded: list[dict[str, Any]]) -> tuple[int, list[str]]:
@@ -228,9 +248,7 @@ def replay_file(
         report.units = done
         report.data_s = data_time_s(feed)
         report.complete = cap.complete
-        recorded = cap.recorded_dicts()
-        report.recorded_updates = len(recorded)
-        report.compared, report.mismatches = compare(report.updates, recorded)
+        compare_capture(report, cap)
     finally:
         cap.close()
     report.elapsed_s = time.monotonic() - t_wall0
