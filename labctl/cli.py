@@ -16,6 +16,7 @@
     labctl replay FILE.h5 ... [--json]    a recording through the live pipeline, compared with
                                           the recorded results (several files: on Dask)
     labctl replay FILE.ptu [--json]       singles, coincidences, CAR of a PicoQuant PTU file
+    labctl gui [CONFIG | FILE.h5]         the Qt dashboard: a bench live, or a recording replayed
     labctl calc qsm ...                   quantum secure metrology planning
     labctl calc locate ...                locate a vibration source from arrival times
     labctl calc cv-skr ...                CV-QKD asymptotic secret key rate
@@ -54,6 +55,7 @@ from labctl import (
     calc_entanglement,
     calc_locate,
     calc_qsm,
+    gui_cli,
     replay_cli,
 )
 from labctl.bench import Bench, start_simulators
@@ -214,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_record.add_parser(bench_sub)
 
     replay_cli.add_parser(sub)
+    gui_cli.add_parser(sub)
     autotune_job.add_parser(sub)
 
     p = sub.add_parser("calc", help="calculators")

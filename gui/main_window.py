@@ -1,0 +1,228 @@
+"""The dashboard's main window: one dock per panel, the layout saved between sessions.
+
+Which panels: those of the bench's kind (ISAQN: spectrum, phase and PSD, constellation and
+CV-QKD figures, localisation; entanglement: coincidence histograms, pair table, loops,
+interlocks), the instrument panels and recording controls when live, the timeline and speed
+when replaying, and the log. Every panel is fed by the source's queued signals on the GUI
+thread (``update_status`` / ``update_frame``: drawing only); the window forwards the user's
+actions to the source.
+
+The layout (dock positions, sizes, floating docks, the window's geometry) is saved with
+:class:`QSettings` per bench kind and mode when the window closes, and restored when one opens.
+
+Closing the window while live stops the job first: the window stays until the source reports
+``finished`` (the bench is then safe), and only then closes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
+
+from gui.run_controls import LogPanel, RecordingPanel, ReplayPanel
+from gui.sources import LiveSource, ReplaySource
+
+#: QSettings organisation and application
+SETTINGS_ORG, SETTINGS_APP = "labctl", "dashboard"
+#: where each panel docks by default
+_AREAS = {
+    "left": Qt.DockWidgetArea.LeftDockWidgetArea,
+    "right": Qt.DockWidgetArea.RightDockWidgetArea,
+    "bottom": Qt.DockWidgetArea.BottomDockWidgetArea,
+}
+
+
+def bench_panels(kind: str, config: Any) -> list[tuple[QWidget, str]]:
+    """The bench kind's data panels with their default dock area."""
+    if kind == "isaqn":
+        from gui.isaqn_panels import ConstellationPanel, LocationPanel, PhasePanel, SpectrumPanel
+
+        return [
+            (SpectrumPanel(config), "left"),
+            (PhasePanel(config), "left"),
+            (ConstellationPanel(config), "right"),
+            (LocationPanel(config), "right"),
+        ]
+    if kind == "entanglement":
+        from gui.control_panels import InterlocksPanel, LoopsPanel
+        from gui.entangle_panels import HistogramPanel, PairTablePanel
+
+        return [
+            (HistogramPanel(config), "left"),
+            (PairTablePanel(config), "left"),
+            (LoopsPanel(config), "right"),
+            (InterlocksPanel(config), "right"),
+        ]
+    return []
+
+
+class MainWindow(QMainWindow):
+    """The dashboard on ``source`` (a :class:`LiveSource` or a :class:`ReplaySource`)."""
+
+    def __init__(self, source: LiveSource | ReplaySource, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.source = source
+        self.live = isinstance(source, LiveSource)
+        self.kind = source.kind
+        config = source.config
+        mode = "live" if self.live else "replay"
+        where = config.path if self.live else source.info.path
+        self.setWindowTitle(f"labctl {mode}: {config.name} ({where})")
+        self.setDockNestingEnabled(True)
+        self.docks: dict[str, QDockWidget] = {}
+        self.panels: dict[str, QWidget] = {}
+        self.instrument_panels: Any = None
+        self._closing = False
+        self._frames = 0
+        self._last_status_t = time.monotonic()
+
+        for panel, area in bench_panels(self.kind, config):
+            self._dock(panel, area)
+        self.log = LogPanel()
+        if self.live:
+            self.recording = RecordingPanel(source)
+            self._dock(self.recording, "right")
+            self._instrument_dock = QDockWidget("Instruments", self)
+            self._instrument_dock.setObjectName("dock-instruments")
+            self._instrument_dock.setWidget(QLabel("connecting to the bench..."))
+            self.addDockWidget(_AREAS["right"], self._instrument_dock)
+            self.docks["instruments"] = self._instrument_dock
+            source.bench_ready.connect(self._bench_ready)
+            source.closing.connect(self._bench_closing, Qt.ConnectionType.BlockingQueuedConnection)
+        else:
+            self.replay = ReplayPanel(source)
+            self._dock(self.replay, "bottom")
+            source.restarted.connect(self._restarted)
+            source.done.connect(self._replay_done)
+        self._dock(self.log, "bottom")
+        if not self.panels or len(self.panels) <= 3:
+            self.resize(1200, 800)
+        else:
+            self.resize(1600, 1000)
+
+        self.state_label = QLabel("starting")
+        self.statusBar().addWidget(self.state_label, 1)
+        source.status_ready.connect(self._status)
+        source.frame_ready.connect(self._frame)
+        source.message.connect(self.log.add)
+        source.fault.connect(self._fault)
+        source.finished.connect(self._finished)
+        phase = self.panels.get("phase")
+        if phase is not None and hasattr(phase, "windowChanged"):
+            phase.windowChanged.connect(source.set_window_s)
+        self._restore_layout()
+
+    # -- layout ---------------------------------------------------------------------------
+    def _dock(self, panel: QWidget, area: str) -> QDockWidget:
+        name = panel.objectName()
+        dock = QDockWidget(getattr(panel, "title", name), self)
+        dock.setObjectName(f"dock-{name}")
+        dock.setWidget(panel)
+        self.addDockWidget(_AREAS[area], dock)
+        self.docks[name] = dock
+        self.panels[name] = panel
+        return dock
+
+    def _settings_key(self) -> str:
+        return f"{self.kind}-{'live' if self.live else 'replay'}"
+
+    @staticmethod
+    def settings() -> QSettings:
+        return QSettings(
+            QSettings.Format.IniFormat, QSettings.Scope.UserScope, SETTINGS_ORG, SETTINGS_APP
+        )
+
+    def _restore_layout(self) -> None:
+        s = self.settings()
+        geometry = s.value(f"{self._settings_key()}/geometry")
+        state = s.value(f"{self._settings_key()}/state")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+
+    def save_layout(self) -> None:
+        s = self.settings()
+        s.setValue(f"{self._settings_key()}/geometry", self.saveGeometry())
+        s.setValue(f"{self._settings_key()}/state", self.saveState())
+        s.sync()
+
+    # -- from the source (GUI thread) -------------------------------------------------------
+    @Slot(int, object)
+    def _status(self, index: int, status: Any) -> None:
+        for panel in self.panels.values():
+            update = getattr(panel, "update_status", None)
+            if update is not None:
+                update(status)
+        t = getattr(status, "t_s", None)
+        t = status.time_s if t is None else t
+        self.state_label.setText(f"update {index + 1}, data time {t:.2f} s")
+
+    @Slot(object)
+    def _frame(self, frame: Any) -> None:
+        self._frames += 1
+        for panel in self.panels.values():
+            update = getattr(panel, "update_frame", None)
+            if update is not None:
+                update(frame)
+
+    @Slot(object)
+    def _bench_ready(self, bench: Any) -> None:
+        from gui.instrument_panel import InstrumentPanels
+
+        self.instrument_panels = InstrumentPanels(bench.instruments)
+        self._instrument_dock.setWidget(self.instrument_panels)
+        self.log.add(f"connected: {', '.join(bench.instruments)}")
+        self.state_label.setText("connected, safe start applied")
+
+    @Slot()
+    def _bench_closing(self) -> None:
+        """Blocking, from the source's thread before the bench closes: no more writes."""
+        if self.instrument_panels is not None:
+            self.instrument_panels.shutdown(wait=True)
+            self.instrument_panels.setEnabled(False)
+
+    @Slot()
+    def _restarted(self) -> None:
+        for panel in self.panels.values():
+            reset = getattr(panel, "reset", None)
+            if reset is not None:
+                reset()
+        self.log.add("replay: from the start of the file to the chosen time")
+
+    @Slot(object)
+    def _replay_done(self, report: Any) -> None:
+        if report.mismatches:
+            self.log.add_fault(f"replay differs from the live run: {report.mismatches[0]}")
+
+    @Slot(str)
+    def _fault(self, text: str) -> None:
+        self.log.add_fault(text)
+        self.state_label.setText(f"FAULT: {text}")
+        self.state_label.setStyleSheet("color: #c0392b; font-weight: bold")
+
+    @Slot(str)
+    def _finished(self, why: str) -> None:
+        self.log.add(why)
+        if not self.state_label.text().startswith("FAULT"):
+            self.state_label.setText(why)
+        if self._closing:
+            QTimer.singleShot(0, self.close)
+
+    # -- closing ------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.source.running:
+            # the job ends first (the bench is made safe on its thread); close when finished
+            self._closing = True
+            self.state_label.setText("stopping: the bench is being made safe...")
+            self.source.stop()
+            event.ignore()
+            return
+        self.save_layout()
+        if self.instrument_panels is not None:
+            self.instrument_panels.shutdown(wait=True)
+        super().closeEvent(event)
