@@ -48,11 +48,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from drivers.tdc import TagBatch
+from labctl.bench_control import LoopRow
 from labctl.config import BenchConfig
 from labctl.entangle_feed import EntanglementFeed, ReadResult
 from labctl.entangle_status import EntanglementStatus, PairStatus, PumpStatus, TecStatus
 from labctl.h5read import Recording, RecordingError, open_recording
 from labctl.h5record import STRING, FormatId, Table
+from labctl.interlocks import RuleStatus
 from labctl.loop_runner import LoopStatus
 from labctl.record_fields import from_row, row_dtype, to_row
 from labctl.run_record import Capture, RunRecorder, cell_text
@@ -394,7 +396,7 @@ class EntanglementCapture(Capture):
         if not result.update_due:
             return None
         k = feed.updates
-        status = feed.status(**self.instrument_parts(k))
+        status = feed.status(**self.instrument_parts(k), **self.control_parts(k))
         return status, {**status.to_dict(), **self.control_json(k)}
 
     @property
@@ -416,6 +418,27 @@ class EntanglementCapture(Capture):
             row = self.rec.table("derived/tec", update, update + 1)[0]
             tec = from_row(TecStatus, row, ("name",), name=ent.tec)
         return {"pumps": pumps, "tec": tec}
+
+    def control_parts(self, update: int) -> dict[str, Any]:
+        """The recorded loops (typed :class:`LoopRow` s, from ``derived/loops``) and interlock
+        states (:class:`RuleStatus`, from ``derived/control``) of update ``update``: replay
+        shows them as the live run did."""
+        loops: tuple[LoopRow, ...] = ()
+        if "derived/loops" in self.rec.tables and update < self.rec.rows("derived/loops"):
+            meta = json.loads(cell_text(self.rec.info("derived/loops").attrs["loops"]))
+            row = self.rec.table("derived/loops", update, update + 1)[0]
+            loops = tuple(
+                LoopRow(
+                    name,
+                    kind,
+                    (units[0], units[1]),
+                    from_row(LoopStatus, row[j], ("name",), name=name),
+                )
+                for j, (name, kind, units) in enumerate(meta)
+            )
+        rules = self.control_json(update)["interlocks"]
+        interlocks = {rule: RuleStatus(**{**info, "rule": rule}) for rule, info in rules.items()}
+        return {"loops": loops, "interlocks": interlocks}
 
     def control_json(self, update: int) -> dict[str, Any]:
         """The recorded loops and interlocks of update ``update`` (JSON, as ``--json``)."""

@@ -142,6 +142,18 @@ def test_replay_reproduces_every_recorded_update(which: str, request) -> None:
     assert [d for _, d in report.updates] == [s.to_dict() for s in run["statuses"]]
 
 
+def test_replayed_entanglement_statuses_carry_the_recorded_loops_and_interlocks(
+    ent_run: dict,
+) -> None:
+    """The status objects themselves (what the dashboard draws), not only their dicts."""
+    got: list = []
+    replay_file(ent_run["path"], sink=lambda k, st: got.append(st))
+    live = ent_run["statuses"]
+    assert any(st.loops for st in live) and any(st.interlocks for st in live)
+    assert [st.to_dict() for st in got] == [st.to_dict() for st in live]
+    assert [type(r.status).__name__ for r in got[-1].loops] == ["LoopStatus"] * len(live[-1].loops)
+
+
 def test_replay_time_range_reports_the_same_updates_as_a_full_replay(ent_run: dict) -> None:
     full = replay_file(ent_run["path"]).updates
     part = replay_file(ent_run["path"], start_s=3.0, end_s=6.0).updates
