@@ -25,14 +25,16 @@ Set-up (one process, one run):
 
 Modes, one after the other on the same data stream:
 
-* ``labctl``: :class:`gui.fastplot.TracePlot` (clip to view, min/max per pixel column in one
-  Numba pass over the visible samples, :meth:`~gui.fastplot.TracePlot.refresh`);
+* ``labctl``: :class:`gui.fastplot.TracePlot` (clip to view, min/max per pixel column on a
+  column grid fixed in x, updated incrementally with the samples appended since the last
+  frame: :class:`gui.fastplot.ColumnDecimator`; :meth:`~gui.fastplot.TracePlot.refresh`);
 * ``pyqtgraph_peak``: ``PlotDataItem.setData`` of the whole buffer with pyqtgraph's own
   ``setDownsampling(auto=True, method="peak")`` and ``setClipToView(True)``;
 * ``plain``: ``PlotDataItem.setData`` of the whole buffer, no downsampling or clipping (the
   reference: what a straightforward pyqtgraph plot does).
 
-Every mode has the same decorations (axes with labels, a ``pg.GridItem`` grid). The labctl
+Every mode has the same decorations (axes with labels, a grid at the axis ticks:
+:class:`gui.fastplot.TickGrid`). The labctl
 figure includes TracePlot's roll-mode x axis and y-range hysteresis (the axes do not
 regenerate their ticks every frame); the pyqtgraph modes scroll an absolute time axis with
 auto range, as a straightforward pyqtgraph strip chart does.
@@ -41,7 +43,12 @@ Also reported per mode: median/p95 frame time split into update (append + setDat
 and render (processEvents + grab), vertices handed to each curve, points appended per second
 and the DSP's throughput (M raw samples/s) during the mode, next to its throughput with no GUI
 work (``dsp_idle_msps``). ``envelope_matches``: after the labctl run, the drawn curve of trace
-0 is checked against a numpy computation of every visible pixel column's min and max.
+0 is checked against a numpy computation of the min and max of every column (of the plot's
+column grid) in view; ``matches_full_recompute``: it equals
+:func:`gui.fastplot.decimate_on_grid` (a from-scratch decimation); ``full_recomputes``: how
+many times trace 0's columns were all recomputed during the mode (grid or buffer changes).
+The DSP's output arrives in one batch per processed block; each frame appends the batches of
+a trace as one array (as a dashboard's queue drain does).
 """
 
 from __future__ import annotations
@@ -303,7 +310,7 @@ def _measure_mode(
     import pyqtgraph as pg
     from PySide6 import QtWidgets
 
-    from gui.fastplot import TraceBuffer, TracePlot, column_index
+    from gui.fastplot import TickGrid, TraceBuffer, TracePlot, decimate_on_grid
 
     app = QtWidgets.QApplication.instance()
     assert app is not None
@@ -322,9 +329,7 @@ def _measure_mode(
             plot = pg.PlotWidget()
             plot.setLabel("bottom", "time", units="s")
             plot.setLabel("left", "phase", units="rad")
-            grid = pg.GridItem(pen=pg.mkPen(128, 128, 128, 90), textPen=None)  # as TracePlot
-            grid.setZValue(-20)
-            plot.getPlotItem().addItem(grid, ignoreBounds=True)
+            plot.getPlotItem().addItem(TickGrid(plot.getPlotItem()), ignoreBounds=True)
             item = plot.plot(pen=pg.mkPen(pg.intColor(k, hues=8)), connect="finite")
             if mode == "pyqtgraph_peak":
                 item.setDownsampling(auto=True, method="peak")
@@ -346,11 +351,16 @@ def _measure_mode(
     def update() -> int:
         appended = 0
         for k, batches in enumerate(load.drain()[:traces]):
+            if not batches:
+                continue
+            # the DSP hands over one batch per processed block (~60 per frame and node):
+            # appended as one array per frame, as the dashboard's queue drain does
+            t = np.concatenate([b[0] for b in batches])
+            y = np.concatenate([b[1] for b in batches])
             buf = buffers[k]
-            for t, y in batches:
-                keep = t > buf.x[-1]  # drop what was produced before the pre-fill's end
-                buf.append(t[keep], y[keep])
-                appended += int(np.count_nonzero(keep))
+            keep = t > buf.x[-1]  # drop what was produced before the pre-fill's end
+            buf.append(t[keep], y[keep])
+            appended += int(np.count_nonzero(keep))
         for k, plot in enumerate(plots):
             if mode == "labctl":
                 if view_fraction < 1.0:
@@ -414,25 +424,33 @@ def _measure_mode(
     if mode == "labctl":
         plot = plots[0]
         out["pixel_columns"] = plot.pixel_columns()
+        dec = plot.decimator()
+        out["full_recomputes"] = dec.full_recomputes
         x0, x1 = plot.x_view()
         xs, ys = plot.displayed()
         x, y = buffers[0].x, buffers[0].y
-        inside = (x >= x0) & (x <= x1)
-        xin, yin = x[inside], y[inside]
+        grid = plot.column_grid()
+        assert grid is not None
+        full_x, full_y = decimate_on_grid(x, y, grid, x0, x1, out["pixel_columns"])
+        out["matches_full_recompute"] = bool(
+            np.array_equal(full_x, xs) and np.array_equal(full_y, ys, equal_nan=True)
+        )
+        k_lo, k_hi = grid.column_range(x0, x1)
+        col = grid.columns(x)
+        inside = (col >= k_lo) & (col < k_hi)
+        yin, cin = y[inside], col[inside]
         ok = True
-        if xin.size > 2 * out["pixel_columns"]:
-            n_col = out["pixel_columns"]
-            col = column_index(xin, x0, x1, n_col)
-            starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
+        if yin.size > 2 * out["pixel_columns"]:
+            starts = np.flatnonzero(np.r_[True, cin[1:] != cin[:-1]])
             ref_min = np.minimum.reduceat(yin, starts)
             ref_max = np.maximum.reduceat(yin, starts)
-            shown = (xs >= x0) & (xs <= x1)
-            dcol = column_index(xs[shown], x0, x1, n_col)
-            dy = ys[shown]
+            dcol = grid.columns(xs)
+            shown = (dcol >= k_lo) & (dcol < k_hi)
+            dcol, dy = dcol[shown], ys[shown]
             ok = bool(
-                np.array_equal(np.unique(dcol), col[starts])
-                and np.array_equal([dy[dcol == c].min() for c in col[starts]], ref_min)
-                and np.array_equal([dy[dcol == c].max() for c in col[starts]], ref_max)
+                np.array_equal(np.unique(dcol), cin[starts])
+                and np.array_equal([dy[dcol == c].min() for c in cin[starts]], ref_min)
+                and np.array_equal([dy[dcol == c].max() for c in cin[starts]], ref_max)
             )
         out["envelope_matches"] = ok
     window.close()

@@ -18,10 +18,15 @@ from hypothesis import strategies as st
 from PySide6 import QtCore, QtGui
 
 from gui.fastplot import (
+    GRID_MIN_COLUMN_PX,
+    ColumnDecimator,
+    ColumnGrid,
     SpectrumPlot,
+    TickGrid,
     TraceBuffer,
     TracePlot,
     column_index,
+    decimate_on_grid,
     peak_decimate,
     visible_range,
 )
@@ -53,6 +58,9 @@ def test_ring_buffer_keeps_the_newest_samples_in_order(capacity: int, chunks: li
         np.testing.assert_array_equal(buf.y, ref_y)
         assert len(buf) == ref_x.size
         assert buf.x.dtype == np.float64
+        assert buf.end_index == start  # absolute indices: x[i] is sample start_index + i
+        assert buf.start_index == start - ref_x.size
+        assert buf.epoch == 0
 
 
 def test_ring_buffer_refuses_bad_samples_with_a_clear_message() -> None:
@@ -81,9 +89,11 @@ def test_set_data_replaces_and_grows() -> None:
     assert buf.capacity == 9
     np.testing.assert_array_equal(buf.x, f)
     np.testing.assert_array_equal(buf.y, f**2)
+    assert (buf.start_index, buf.end_index, buf.epoch) == (0, 9, 1)  # indices restart
     v = buf.version
     buf.clear()
     assert len(buf) == 0 and buf.version == v + 1
+    assert (buf.start_index, buf.end_index, buf.epoch) == (0, 0, 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +217,140 @@ def test_few_samples_are_only_clipped() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Incremental decimation on a grid fixed in x
+
+_APPEND = st.tuples(
+    st.just("append"),
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),  # x step (duplicates allowed)
+            st.one_of(st.floats(-1e3, 1e3), st.just(float("nan")), st.just(float("inf"))),
+        ),
+        max_size=60,
+    ),
+)
+_OPS = st.one_of(  # mostly appends: the ring overflows, columns scroll in and out
+    _APPEND,
+    _APPEND,
+    _APPEND,
+    _APPEND,
+    st.tuples(st.just("view"), st.tuples(st.floats(0.01, 1.0), st.integers(3, 40))),
+    st.tuples(st.just("pan"), st.floats(-0.5, 0.5)),
+    st.tuples(st.just("set_data"), st.integers(0, 50)),
+    st.tuples(st.just("clear"), st.none()),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    capacity=st.integers(1, 100),
+    ops=st.lists(_OPS, min_size=1, max_size=30),
+    log_x=st.booleans(),
+)
+def test_incremental_decimation_equals_full_recomputation(
+    capacity: int, ops: list[tuple], log_x: bool
+) -> None:
+    """After any sequence of appends (ring overflow included), view changes (follow a
+    fraction of the buffer, zoom, resize, pan), set_data and clear, the incremental result
+    equals a from-scratch decimation on the same grid and the numpy per-column reference."""
+    buf = TraceBuffer(capacity)
+    dec = ColumnDecimator()
+    fraction, n_columns, pan = 1.0, 10, 0.0
+    next_x = 1.0
+    for op, arg in ops:
+        if op == "append":
+            steps = np.array([a[0] for a in arg], dtype=np.float64)
+            x = next_x + np.cumsum(steps)
+            buf.append(x, np.array([a[1] for a in arg], dtype=np.float64))
+            if x.size:
+                next_x = float(x[-1])
+        elif op == "view":
+            fraction, n_columns = arg
+        elif op == "pan":
+            pan = arg
+        elif op == "set_data":
+            x = next_x + np.arange(arg, dtype=np.float64)
+            buf.set_data(x, np.sin(x))
+            next_x = float(x[-1]) if arg else next_x
+        else:
+            buf.clear()
+        if len(buf) == 0:
+            continue
+        x, y = buf.x, buf.y
+        span = max(float(x[-1] - x[0]), 1.0)
+        x1 = float(x[-1]) + pan * span
+        x0 = x1 - fraction * span
+        if log_x and x0 <= 0:
+            continue
+        xd, yd = dec.update(buf, x0, x1, n_columns, log_x=log_x)
+        grid = dec.grid
+        assert grid is not None and grid.log_x == log_x
+        ref_x, ref_y = decimate_on_grid(x, y, grid, x0, x1, n_columns)
+        np.testing.assert_array_equal(xd, ref_x)
+        np.testing.assert_array_equal(yd, ref_y)
+        assert _is_subsequence(xd, yd, x, y)
+        k_lo, k_hi = grid.column_range(x0, x1)
+        assert k_hi - k_lo <= n_columns / GRID_MIN_COLUMN_PX + 2  # columns <= 1 px wide
+        cols = grid.columns(x)
+        lo = int(np.searchsorted(cols, k_lo))
+        hi = int(np.searchsorted(cols, k_hi))
+        if hi - lo > 2 * n_columns:
+            _check_grid_envelope(xd, yd, x, y, grid, x0, x1)
+        else:  # few samples: the view's columns and one neighbour each side, as they are
+            np.testing.assert_array_equal(xd, x[max(lo - 1, 0) : hi + 1])
+
+
+def test_streaming_updates_visit_only_new_samples_and_rebuild_on_zoom_and_resize() -> None:
+    rate_hz = 1e6
+    buf = TraceBuffer(200_000)
+    rng = np.random.default_rng(5)
+    t = np.arange(200_000) / rate_hz
+    buf.append(t, np.cumsum(rng.normal(size=t.size)))
+    dec = ColumnDecimator()
+    dec.update(buf, buf.x[0], buf.x[-1], 1000)
+    assert dec.full_recomputes == 1 and dec.last_visited == 200_000
+    grid = dec.grid
+    for _ in range(20):  # a full buffer scrolling: fixed width, the grid stays
+        t = buf.x[-1] + np.arange(1, 1501) / rate_hz
+        buf.append(t, np.cumsum(rng.normal(size=t.size)))
+        xd, yd = dec.update(buf, buf.x[0], buf.x[-1], 1000)
+        assert dec.grid == grid and dec.full_recomputes == 1
+        # the new samples, plus the recomputed column of the oldest sample (~200 samples)
+        assert dec.last_visited <= 1500 + 2 * 200_000 / 1000
+        ref = decimate_on_grid(buf.x, buf.y, grid, buf.x[0], buf.x[-1], 1000)
+        np.testing.assert_array_equal(xd, ref[0])
+        np.testing.assert_array_equal(yd, ref[1])
+    x0, x1 = float(buf.x[0]), float(buf.x[-1])
+    dec.update(buf, x0, x1, 1020)  # a resize within the grid's tolerance: no rebuild
+    assert dec.full_recomputes == 1
+    dec.update(buf, x0, x1, 1200)  # wider than the tolerance: columns would exceed a pixel
+    assert dec.full_recomputes == 2 and dec.grid != grid
+    grid = dec.grid
+    dec.update(buf, x1 - 0.25 * (x1 - x0), x1, 1200)  # zoom x4
+    assert dec.full_recomputes == 3 and dec.grid is not None and dec.grid.scale > grid.scale
+    buf.set_data(buf.x.copy(), buf.y.copy())  # replaced samples: a new epoch
+    dec.update(buf, x1 - 0.25 * (x1 - x0), x1, 1200)
+    assert dec.full_recomputes == 4
+
+
+def test_column_grid_and_decimator_refuse_bad_views() -> None:
+    grid = ColumnGrid.for_view(0.0, 10.0, 100)
+    assert grid.column_range(0.0, 10.0) == (0, 106)  # columns 0.95 px wide, x_max included
+    np.testing.assert_array_equal(grid.columns([0.0, 0.0949, 0.095, -0.01]), [0, 0, 1, -1])
+    assert math.isclose(grid.column_start(3), 3 * grid.width)
+    buf = TraceBuffer(10)
+    buf.append(np.arange(5.0), np.zeros(5))
+    with pytest.raises(ValueError, match="x_min < x_max"):
+        ColumnDecimator().update(buf, 2.0, 2.0, 10)
+    with pytest.raises(ValueError, match="n_columns"):
+        ColumnDecimator().update(buf, 0.0, 2.0, 0)
+    with pytest.raises(ValueError, match="log x view needs x_min > 0"):
+        ColumnDecimator().update(buf, 0.0, 2.0, 10, log_x=True)
+    with pytest.raises(ValueError, match="narrower than a pixel"):
+        decimate_on_grid(buf.x, buf.y, ColumnGrid(0.0, 1e6), 0.0, 4.0, 10)
+
+
+# ---------------------------------------------------------------------------------------------
 # TracePlot
 
 
@@ -217,18 +361,50 @@ def _phase_record(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return t, y
 
 
-def _check_envelope(plot: TracePlot, x: np.ndarray, y: np.ndarray) -> None:
-    x0, x1 = plot.x_view()
-    n = plot.pixel_columns()
-    xd, yd = plot.displayed()
-    ref = _reference_columns(x, y, x0, x1, n)
-    shown = (xd >= x0) & (xd <= x1)
-    dcol = column_index(xd[shown], x0, x1, n)
-    got = {
-        int(c): (float(yd[shown][dcol == c].min()), float(yd[shown][dcol == c].max()))
-        for c in np.unique(dcol)
-    }
+def _grid_reference(
+    x: np.ndarray, y: np.ndarray, grid: ColumnGrid, x0: float, x1: float
+) -> tuple[dict[int, tuple[float, float]], set[int]]:
+    """Per grid column overlapping [x0, x1]: (min, max) of the finite y, and the columns
+    holding a non-finite y; plain numpy, column by column."""
+    k_lo, k_hi = grid.column_range(x0, x1)
+    cols = grid.columns(x)
+    out: dict[int, tuple[float, float]] = {}
+    gaps: set[int] = set()
+    for c in np.unique(cols[(cols >= k_lo) & (cols < k_hi)]):
+        yc = y[cols == c]
+        if (~np.isfinite(yc)).any():
+            gaps.add(int(c))
+        yc = yc[np.isfinite(yc)]
+        if yc.size:
+            out[int(c)] = (float(yc.min()), float(yc.max()))
+    return out, gaps
+
+
+def _check_grid_envelope(
+    xd: np.ndarray, yd: np.ndarray, x: np.ndarray, y: np.ndarray, grid, x0, x1
+) -> None:
+    """The drawn samples, column by column, have the reference's min, max and gaps; at most
+    3 per column, and at most one neighbour outside the view's columns on each side."""
+    ref, ref_gaps = _grid_reference(x, y, grid, x0, x1)
+    got, got_gaps = _grid_reference(xd, yd, grid, x0, x1)
     assert got == ref
+    assert got_gaps == ref_gaps
+    k_lo, k_hi = grid.column_range(x0, x1)
+    dcol = grid.columns(xd)
+    inside = (dcol >= k_lo) & (dcol < k_hi)
+    assert np.count_nonzero(dcol < k_lo) <= 1 and np.count_nonzero(dcol >= k_hi) <= 1
+    assert np.bincount(dcol[inside] - k_lo).max(initial=0) <= 3
+
+
+def _check_envelope(plot: TracePlot, x: np.ndarray, y: np.ndarray) -> None:
+    grid = plot.column_grid()
+    assert grid is not None
+    x0, x1 = plot.x_view()
+    xd, yd = plot.displayed()
+    _check_grid_envelope(xd, yd, x, y, grid, x0, x1)
+    full = decimate_on_grid(x, y, grid, x0, x1, plot.pixel_columns())
+    np.testing.assert_array_equal(full[0], xd)  # the incremental result = a full recompute
+    np.testing.assert_array_equal(full[1], yd)
 
 
 def test_traceplot_follows_and_draws_the_envelope(qtbot) -> None:
@@ -250,7 +426,7 @@ def test_traceplot_follows_and_draws_the_envelope(qtbot) -> None:
     assert math.isclose(x0, t[-200_000], rel_tol=0, abs_tol=1e-12)
     assert math.isclose(x1, t[-1], rel_tol=0, abs_tol=1e-12)
     xd, yd = plot.displayed()
-    assert 0 < xd.size <= 3 * plot.pixel_columns() + 2
+    assert 0 < xd.size <= 3 * (plot.pixel_columns() / GRID_MIN_COLUMN_PX + 2) + 2
     _check_envelope(plot, x, yy)
     item_x, item_y = plot.getPlotItem().listDataItems()[0].getData()
     np.testing.assert_allclose(item_x, xd - t[-1], rtol=0, atol=1e-15)  # what pyqtgraph draws
@@ -264,7 +440,12 @@ def test_traceplot_follows_and_draws_the_envelope(qtbot) -> None:
     x0, x1 = plot.x_view()
     assert math.isclose(x1 - x0, 1e-3, rel_tol=1e-9) and math.isclose(x1, t[-1], rel_tol=1e-12)
     xd, _ = plot.displayed()
-    assert xd[1] >= x0 and xd[-2] <= x1 and xd[0] < x0  # clipped, one neighbour kept
+    grid = plot.column_grid()
+    assert grid is not None
+    k_lo, k_hi = grid.column_range(x0, x1)
+    # clipped to the view's columns, one neighbour kept on each side
+    assert xd[0] < grid.column_start(k_lo) <= xd[1] and xd[-2] < grid.column_start(k_hi)
+    assert xd.size < 0.1 * x.size
     _check_envelope(plot, x, yy)
 
 
@@ -301,8 +482,12 @@ def test_traceplot_user_zoom_stops_following_and_clips(qtbot) -> None:
     assert plot.x_origin == origin  # frozen while the user looks at a zoomed range
     assert plot.x_view() == (x0, x1)
     xd, _ = plot.displayed()
-    inside = xd[(xd >= x0) & (xd <= x1)]
-    assert inside.size and xd.size - inside.size <= 2  # only the two edge neighbours outside
+    grid = plot.column_grid()
+    assert grid is not None
+    k_lo, k_hi = grid.column_range(x0, x1)
+    dcol = grid.columns(xd)
+    inside = (dcol >= k_lo) & (dcol < k_hi)
+    assert inside.any() and xd.size - np.count_nonzero(inside) <= 2  # + the two neighbours
     _check_envelope(plot, plot.buffer().x, plot.buffer().y)
     plot.follow()
     plot.refresh()
@@ -348,6 +533,29 @@ def test_spectrum_plot_log_y_and_bands(qtbot) -> None:
         plot.mark_band(3.0, 1.0)
 
 
+def test_tick_grid_lines_sit_on_the_axis_ticks(qtbot) -> None:
+    plot = TracePlot(relative_x=False, x_units=None)
+    qtbot.addWidget(plot)
+    plot.resize(600, 300)
+    plot.show()
+    qtbot.waitExposed(plot)
+    plot.append(np.linspace(0.0, 10.0, 1001), np.linspace(-3.0, 3.0, 1001))
+    plot.refresh()
+    grid = next(i for i in plot.getPlotItem().items if isinstance(i, TickGrid))
+    xs, ys = grid.grid_values()
+    vb = plot.getPlotItem().getViewBox()
+    (x0, x1), (y0, y1) = vb.viewRange()
+    axis_x = plot.getPlotItem().getAxis("bottom").tickValues(x0, x1, vb.width())
+    axis_y = plot.getPlotItem().getAxis("left").tickValues(y0, y1, vb.height())
+    major_x = [v for v in axis_x[0][1] if x0 <= v <= x1]
+    major_y = [v for v in axis_y[0][1] if y0 <= v <= y1]
+    assert set(major_x) <= set(xs) and set(major_y) <= set(ys)
+    tick_x = {v for _, values in axis_x for v in values}
+    tick_y = {v for _, values in axis_y for v in values}
+    assert set(xs) <= tick_x and set(ys) <= tick_y
+    assert 2.0 in xs and 0.0 in ys
+
+
 # ---------------------------------------------------------------------------------------------
 # labctl bench gui
 
@@ -370,6 +578,7 @@ def test_benchmark_reports_every_mode(qapp, dsp: bool) -> None:
         assert 0 < m["drawn_points_per_trace"] <= 4000
     assert r["modes"]["plain"]["drawn_points_per_trace"] == 4000
     assert r["modes"]["labctl"]["envelope_matches"] is True
+    assert r["modes"]["labctl"]["matches_full_recompute"] is True
     assert r["ratio_vs_plain"] == r["modes"]["labctl"]["fps"] / r["modes"]["plain"]["fps"]
     assert set(r["targets_met"]) == set(bench_gui.MODES)
     assert (r["dsp"] is not None) == dsp
