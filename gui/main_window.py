@@ -52,10 +52,10 @@ def bench_panels(kind: str, config: Any) -> list[tuple[QWidget, str]]:
         from gui.entangle_panels import HistogramPanel, PairTablePanel
 
         return [
-            (HistogramPanel(config), "left"),
-            (PairTablePanel(config), "left"),
-            (LoopsPanel(config), "right"),
-            (InterlocksPanel(config), "right"),
+            (HistogramPanel(), "left"),
+            (PairTablePanel(), "left"),
+            (LoopsPanel(), "right"),
+            (InterlocksPanel(), "right"),
         ]
     return []
 
@@ -211,7 +211,7 @@ class MainWindow(QMainWindow):
         if not self.state_label.text().startswith("FAULT"):
             self.state_label.setText(why)
         if self._closing:
-            QTimer.singleShot(0, self.close)
+            QTimer.singleShot(0, self, self.close)
 
     # -- closing ------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:

@@ -153,9 +153,13 @@ class ReplayPanel(QWidget):
         self.pause_button = QPushButton("Pause")
         self.pause_button.setCheckable(True)
         self.speed_combo = QComboBox()
-        for text, speed in SPEEDS:
+        speeds = list(SPEEDS)
+        if source.clock.rate not in [v for _, v in speeds]:  # e.g. --speed 3x
+            speeds.append((f"{source.clock.rate:g}x", source.clock.rate))
+            speeds.sort(key=lambda item: item[1])
+        for text, speed in speeds:
             self.speed_combo.addItem(text, speed)
-        self.speed_combo.setCurrentIndex(self.speed_index(source.clock.rate))
+        self.speed_combo.setCurrentIndex(self.speed_combo.findData(source.clock.rate))
         self.file_label = QLabel(f"{info.path} ({info.format}, {info.updates} updates)")
         self.file_label.setWordWrap(True)
         row = QHBoxLayout()
@@ -176,10 +180,6 @@ class ReplayPanel(QWidget):
             lambda: self.seek(self.slider.value() / self.STEPS_PER_S)
         )
         source.position.connect(self.show_position)
-
-    @staticmethod
-    def speed_index(speed: float) -> int:
-        return min(range(len(SPEEDS)), key=lambda k: abs(math.log(SPEEDS[k][1] / speed)))
 
     def _time_text(self, t_s: float) -> str:
         return f"{t_s:7.2f} s / {self.source.info.duration_s:.2f} s"

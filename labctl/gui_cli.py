@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,11 @@ def run_dashboard(source: Any, *, screenshot: Path | None = None, after_s: float
     finally:
         signal.signal(signal.SIGINT, previous)
         source.stop()
-        source.wait(60.0)
+        # the worker hands over to the GUI thread (blocking) before it closes the bench:
+        # keep serving events until it has made the bench safe
+        deadline = time.monotonic() + 120.0
+        while not source.wait(0.05) and time.monotonic() < deadline:
+            app.processEvents()
     for text in faults:
         print(f"labctl: {text}", file=sys.stderr)
     return 1 if faults else 0

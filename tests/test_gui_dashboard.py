@@ -1,0 +1,232 @@
+"""The whole dashboard on the simulated benches (pytest-qt, offscreen): live runs through
+:class:`gui.sources.LiveSource` into :class:`gui.main_window.MainWindow`, recorded, then
+replayed through :class:`gui.sources.ReplaySource` into a second window whose panels must show
+the same values; a fault injected in a simulator; instrument control from the dashboard; the
+saved layout. Every check reads what a panel shows (table texts, plotted arrays), or what
+reached the simulated instrument. Screenshots of the main views go to ``$LABCTL_ARTIFACTS``
+(else the test's tmp_path)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtWidgets import QTableWidget
+
+from drivers.sim.clock import VirtualClock
+from gui.main_window import MainWindow
+from gui.sources import LiveSource, ReplaySource, replay_info
+from labctl.config import load_bench
+
+ROOT = Path(__file__).resolve().parents[1]
+ENT_BENCH = ROOT / "configs" / "entanglement_sim.toml"
+ISAQN_BENCH = ROOT / "configs" / "isaqn_sim.toml"
+WAIT_MS = 240_000  # generous: the machine is shared; no test asserts on time
+
+
+@pytest.fixture(autouse=True)
+def _own_settings(tmp_path: Path) -> None:
+    """The layout goes to a settings file of the test's own."""
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path))
+
+
+def artifact(window: Any, name: str, tmp_path: Path) -> Path:
+    out = Path(os.environ.get("LABCTL_ARTIFACTS", tmp_path))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.png"
+    assert window.grab().save(str(path))
+    return path
+
+
+def table_texts(table: QTableWidget) -> list[list[str]]:
+    return [
+        [
+            "" if table.item(r, c) is None else table.item(r, c).text()
+            for c in range(table.columnCount())
+        ]
+        for r in range(table.rowCount())
+    ]
+
+
+def run_to_end(qtbot: Any, window: MainWindow) -> list[Any]:
+    """Start the window's source, collect its statuses, wait until it has finished."""
+    statuses: list[Any] = []
+    window.source.status_ready.connect(lambda k, st: statuses.append(st))
+    finished: list[str] = []
+    window.source.finished.connect(finished.append)
+    window.show()
+    window.source.start()
+    qtbot.waitUntil(lambda: bool(finished), timeout=WAIT_MS)
+    qtbot.wait(50)  # the last queued frames and statuses
+    return statuses
+
+
+def close(qtbot: Any, window: MainWindow) -> None:
+    window.close()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=WAIT_MS)
+
+
+# -- the entanglement bench ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ent_live(tmp_path_factory: pytest.TempPathFactory, qapp: Any) -> dict[str, Any]:
+    """6 s of the entanglement bench live on a fast virtual clock, recorded by the dashboard."""
+    from pytestqt.qtbot import QtBot
+
+    qtbot = QtBot(qapp)
+    tmp = tmp_path_factory.mktemp("ent-gui")
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp))
+    path = tmp / "runs" / "ent.h5"
+    source = LiveSource(
+        load_bench(ENT_BENCH),
+        record_path=path,
+        duration_s=6.0,
+        clock=VirtualClock(realtime=False),
+    )
+    window = MainWindow(source)
+    statuses = run_to_end(qtbot, window)
+    shown = shown_entanglement(window)
+    artifact(window, "dashboard-entanglement-live", tmp)
+    close(qtbot, window)
+    return {"path": path, "statuses": statuses, "shown": shown, "messages": window.log.lines}
+
+
+def shown_entanglement(window: MainWindow) -> dict[str, Any]:
+    p = window.panels
+    hist = p["entanglement.histograms"]
+    return {
+        "pairs": table_texts(p["entanglement.pairs"].table),
+        "summary": {
+            k: p["entanglement.pairs"].summary_text(k)
+            for k in ("time", "total key rate", "clock", "lost events")
+        },
+        "histograms": {name: hist.displayed(name) for name in hist.pair_names()},
+        "loops": table_texts(p["control.loops"].table),
+        "rules": {
+            r: p["control.interlocks"].rule_state(r) for r in p["control.interlocks"].rule_names()
+        },
+    }
+
+
+def test_live_entanglement_panels_show_the_run(ent_live: dict[str, Any]) -> None:
+    statuses, shown = ent_live["statuses"], ent_live["shown"]
+    assert len(statuses) >= 4
+    last = statuses[-1]
+    rows = {r[0]: r for r in shown["pairs"]}
+    assert set(rows) == {f"{p.user_a}-{p.user_b}" for p in last.pairs}
+    for pair in last.pairs:
+        row = rows[f"{pair.user_a}-{pair.user_b}"]
+        assert f"{pair.singles_a_hz / 1e3:.2f}" in row  # the table's kHz column
+    assert shown["summary"]["time"].startswith(f"{last.time_s:.1f}")
+    # the histograms hold the run's coincidences: a central peak at the pair's delay
+    for pair in last.pairs:
+        x_ps, counts = shown["histograms"][f"{pair.user_a}-{pair.user_b}"]
+        assert counts.sum() > 0
+        assert abs(x_ps[int(np.argmax(counts))] - pair.delay_ps) < 200.0
+    assert set(shown["rules"]) == set(last.interlocks)
+    assert {r[0] for r in shown["loops"]} == {row.name for row in last.loops}
+    assert ent_live["path"].exists()
+    assert any("recorded" in line for line in ent_live["messages"])
+
+
+def test_replay_of_the_dashboards_recording_shows_the_same_values(
+    qtbot: Any, ent_live: dict[str, Any], tmp_path: Path
+) -> None:
+    info = replay_info(ent_live["path"])
+    assert info.started_after_data_s is None  # recorded from the run's start
+    window = MainWindow(ReplaySource(info, speed=math.inf))
+    reports: list[Any] = []
+    window.source.done.connect(reports.append)
+    statuses = run_to_end(qtbot, window)
+    artifact(window, "dashboard-entanglement-replay", tmp_path)
+    shown = shown_entanglement(window)
+    live = ent_live["shown"]
+    assert [s.to_dict() for s in statuses] == [s.to_dict() for s in ent_live["statuses"]]
+    assert reports[0].matches
+    assert shown["pairs"] == live["pairs"]
+    assert shown["summary"]["total key rate"] == live["summary"]["total key rate"]
+    assert shown["loops"] == live["loops"]
+    assert shown["rules"] == live["rules"]
+    for name, (x, y) in live["histograms"].items():
+        np.testing.assert_array_equal(shown["histograms"][name][0], x)
+        np.testing.assert_array_equal(shown["histograms"][name][1], y)
+    assert window.replay.position_label.text().strip().startswith(f"{statuses[-1].time_s:.2f}")
+    close(qtbot, window)
+
+
+def test_a_tec_fault_shows_as_a_trip_and_the_gui_stays_responsive(
+    qtbot: Any, tmp_path: Path
+) -> None:
+    """The ring's temperature sensor opens in the simulator: the TEC faults, the interlock
+    trips (pumps off), the dashboard shows it; a GUI timer keeps firing throughout."""
+    source = LiveSource(load_bench(ENT_BENCH), clock=VirtualClock(realtime=False))
+    window = MainWindow(source)
+    ticks: list[int] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    statuses: list[Any] = []
+    source.status_ready.connect(lambda k, st: statuses.append(st))
+    window.show()
+    source.start()
+    qtbot.waitUntil(lambda: len(statuses) >= 2, timeout=WAIT_MS)
+    source.bench.sim_host.sims["tec1"].set_sensor_open(True)
+    panel = window.panels["control.interlocks"]
+    rule = "pumps-off-on-tec-fault"
+    before = len(ticks)
+    qtbot.waitUntil(lambda: panel.rule_state(rule) == "tripped", timeout=WAIT_MS)
+    assert len(ticks) > before  # the GUI thread went on serving its timers
+    assert any(rule in " ".join(entry) for entry in panel.log_entries())
+    artifact(window, "dashboard-entanglement-fault", tmp_path)
+    close(qtbot, window)
+    assert not source.running
+    assert any("bench closed" in line for line in window.log.lines)
+
+
+def test_an_instrument_panel_in_the_dashboard_drives_the_simulator(
+    qtbot: Any, tmp_path: Path
+) -> None:
+    """Instruments-only bench: a change reaches the simulated laser; an out-of-limit one is
+    refused in the panel and never sent."""
+    source = LiveSource(load_bench(ROOT / "configs" / "sim_bench.toml"))
+    window = MainWindow(source)
+    window.show()
+    source.start()
+    qtbot.waitUntil(lambda: window.instrument_panels is not None, timeout=WAIT_MS)
+    panel = window.instrument_panels.panel("laser1")
+    sim = source.bench.sim_host.sims["laser1"]
+    qtbot.waitUntil(lambda: not panel.busy, timeout=WAIT_MS)
+    assert panel.submit("wavelength_nm", 1550.5)
+    qtbot.waitUntil(lambda: sim.snapshot()["set_wavelength_nm"] == 1550.5, timeout=WAIT_MS)
+    received = len(sim.received)
+    assert not panel.submit("wavelength_nm", 1600.0)  # bench limits [1540, 1560] nm
+    message = panel.row("wavelength_nm").message.text()
+    assert "refused" in message and "[1540, 1560] nm" in message
+    qtbot.wait(200)
+    assert len(sim.received) == received  # nothing was sent
+    assert sim.snapshot()["set_wavelength_nm"] == 1550.5
+    close(qtbot, window)
+    # the panels were shut down before the bench was made safe: nothing more can be sent
+    assert not window.instrument_panels.isEnabled()
+
+
+def test_the_layout_is_saved_and_restored(qtbot: Any) -> None:
+    config = load_bench(ROOT / "configs" / "sim_bench.toml")
+    window = MainWindow(LiveSource(config))
+    window.show()
+    qtbot.waitExposed(window)
+    window.addDockWidget(Qt.DockWidgetArea.TopDockWidgetArea, window.docks["log"])
+    window.resize(700, 500)  # within the offscreen platform's 800 x 600 screen
+    qtbot.wait(50)
+    size = (window.width(), window.height())
+    window.close()  # not started: closes at once, saving the layout
+    again = MainWindow(LiveSource(config))
+    again.show()
+    qtbot.waitExposed(again)
+    assert again.dockWidgetArea(again.docks["log"]) == Qt.DockWidgetArea.TopDockWidgetArea
+    assert (again.width(), again.height()) == size
+    again.close()
