@@ -851,6 +851,9 @@ class TickGrid(pg.GraphicsObject):
                 continue
             ticks = self._plot_item.getAxis(side).tickValues(lo, hi, size)
             for level, (spacing, values) in enumerate(ticks):
+                if spacing is None:  # a log axis's minor level: uneven, take the closest two
+                    gaps = np.diff(np.sort(np.asarray(values, dtype=np.float64)))
+                    spacing = float(gaps.min()) if gaps.size else hi - lo
                 if level > 1 or spacing * size / (hi - lo) < self._min_spacing_px:
                     break
                 for v in values:
