@@ -156,6 +156,9 @@ class BandRecord:
     pe: PeSums  # sums of (known quantum symbol, received normalised symbol)
     gain: complex  # per-record gain received/known (SNU)
     locked: bool
+    #: the record's received quantum symbols y, phase-corrected and normalised, complex128
+    #: x + jp [SNU] in stream order (what pe sums; the dashboard's constellation shows them)
+    symbols_snu: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.complex128))
 
 
 @dataclass
@@ -365,6 +368,7 @@ class IsaqnReceiver:
                 pe=pe if locked else PeSums(),
                 gain=gain,
                 locked=locked,
+                symbols_snu=y,
             )
         return result
 
