@@ -23,7 +23,7 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
 
-from gui.run_controls import LogPanel, RecordingPanel, ReplayPanel
+from gui.run_controls import LogPanel, RecordingPanel, ReplayPanel, recording_file_name
 from gui.sources import LiveSource, ReplaySource
 
 #: QSettings organisation and application
@@ -83,6 +83,8 @@ class MainWindow(QMainWindow):
         for panel, area in bench_panels(self.kind, config):
             self._dock(panel, area)
         self.log = LogPanel()
+        self.state_label = QLabel("starting")
+        self.statusBar().addWidget(self.state_label, 1)
         if self.live:
             self.recording = RecordingPanel(source)
             self._dock(self.recording, "right")
@@ -91,8 +93,13 @@ class MainWindow(QMainWindow):
             self._instrument_dock.setWidget(QLabel("connecting to the bench..."))
             self.addDockWidget(_AREAS["right"], self._instrument_dock)
             self.docks["instruments"] = self._instrument_dock
-            source.bench_ready.connect(self._bench_ready)
-            source.closing.connect(self._bench_closing, Qt.ConnectionType.BlockingQueuedConnection)
+            toolbar = self.addToolBar("Run")
+            toolbar.setObjectName("toolbar-run")
+            self.stop_action = toolbar.addAction("Stop run", self.stop_run)
+            self.stop_action.setToolTip("end the job; the bench is left safe (outputs off)")
+            self.start_action = toolbar.addAction("Start again", self.start_again)
+            self.start_action.setToolTip("connect and run the bench again (a new recording)")
+            self.start_action.setEnabled(False)
         else:
             self.replay = ReplayPanel(source)
             self._dock(self.replay, "bottom")
@@ -103,18 +110,56 @@ class MainWindow(QMainWindow):
             self.resize(1200, 800)
         else:
             self.resize(1600, 1000)
+        self._attach(source)
+        self._restore_layout()
 
-        self.state_label = QLabel("starting")
-        self.statusBar().addWidget(self.state_label, 1)
+    def _attach(self, source: LiveSource | ReplaySource) -> None:
+        """Connect the source's signals to the panels (and, live, to the bench hand-over)."""
+        self.source = source
         source.status_ready.connect(self._status)
         source.frame_ready.connect(self._frame)
         source.message.connect(self.log.add)
         source.fault.connect(self._fault)
         source.finished.connect(self._finished)
-        phase = self.panels.get("phase")
+        phase = self.panels.get("isaqn-phase")
         if phase is not None and hasattr(phase, "windowChanged"):
             phase.windowChanged.connect(source.set_window_s)
-        self._restore_layout()
+        if isinstance(source, LiveSource):
+            source.bench_ready.connect(self._bench_ready)
+            source.closing.connect(self._bench_closing, Qt.ConnectionType.BlockingQueuedConnection)
+            self.recording.set_source(source)
+
+    # -- run control (live) --------------------------------------------------------------
+    @Slot()
+    def stop_run(self) -> None:
+        """End the job; the source makes the bench safe and reports ``finished``."""
+        self.stop_action.setEnabled(False)
+        self.state_label.setText("stopping: the bench is being made safe...")
+        self.source.stop()
+
+    @Slot()
+    def start_again(self) -> None:
+        """A new live run of the same bench (after a stop or a fault), recorded to a new file
+        if the previous run was recording when it started."""
+        old = self.source
+        if old.running:
+            return
+        path = None
+        if old.record_path is not None:
+            path = recording_file_name(old.config.name, old.record_path.parent)
+        source = LiveSource(old.config, record_path=path, flush_s=old.flush_s, clock=old.clock)
+        for panel in self.panels.values():
+            reset = getattr(panel, "reset", None)
+            if reset is not None:
+                reset()
+        self._instrument_dock.setWidget(QLabel("connecting to the bench..."))
+        self.instrument_panels = None
+        self.state_label.setStyleSheet("")
+        self._attach(source)
+        self.log.add("starting the bench again")
+        self.start_action.setEnabled(False)
+        self.stop_action.setEnabled(True)
+        source.start()
 
     # -- layout ---------------------------------------------------------------------------
     def _dock(self, panel: QWidget, area: str) -> QDockWidget:
@@ -207,7 +252,12 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _finished(self, why: str) -> None:
+        if self.sender() is not self.source:
+            return  # a previous run's last word
         self.log.add(why)
+        if self.live:
+            self.stop_action.setEnabled(False)
+            self.start_action.setEnabled(not self._closing)
         if not self.state_label.text().startswith("FAULT"):
             self.state_label.setText(why)
         if self._closing:

@@ -87,10 +87,17 @@ class RecordingPanel(QWidget):
         layout.addStretch(1)
         self.start_button.clicked.connect(self.start_recording)
         self.stop_button.clicked.connect(self.stop_recording)
-        source.recording_changed.connect(self.show_state)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self.poll)
         self._timer.start(500)
+        self.set_source(source)
+
+    def set_source(self, source: LiveSource) -> None:
+        """Follow ``source`` (a new run of the bench)."""
+        if source is not self.source:
+            self.source.recording_changed.disconnect(self.show_state)
+        self.source = source
+        source.recording_changed.connect(self.show_state)
         self.show_state(source.recording_state())
 
     def start_recording(self) -> None:
