@@ -143,6 +143,7 @@ class _Source(QObject):
         why = "finished"
         try:
             why = self._run()
+            self._last_frame_flush()
         except Exception as exc:  # the worker's end, whatever it is, reaches the GUI
             log.debug("source failed", exc_info=True)
             why = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
@@ -174,6 +175,13 @@ class _Source(QObject):
 
     def _drawing(self) -> bool:
         return True
+
+    def _last_frame_flush(self) -> None:
+        """The records since the last frame, drawn at the end of the run (ISAQN views)."""
+        take = getattr(self.view, "take_frame", None)
+        frame = None if take is None else take()
+        if frame is not None:
+            self.frame_ready.emit(frame)
 
 
 class LiveSource(_Source):

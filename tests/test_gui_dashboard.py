@@ -230,3 +230,130 @@ def test_the_layout_is_saved_and_restored(qtbot: Any) -> None:
     assert again.dockWidgetArea(again.docks["log"]) == Qt.DockWidgetArea.TopDockWidgetArea
     assert (again.width(), again.height()) == size
     again.close()
+
+
+# -- the ISAQN bench ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def isaqn_live(tmp_path_factory: pytest.TempPathFactory, qapp: Any) -> dict[str, Any]:
+    """3 s of the ISAQN network live on a fast virtual clock, recorded by the dashboard."""
+    from pytestqt.qtbot import QtBot
+
+    qtbot = QtBot(qapp)
+    tmp = tmp_path_factory.mktemp("isaqn-gui")
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp))
+    path = tmp / "runs" / "isaqn.h5"
+    source = LiveSource(
+        load_bench(ISAQN_BENCH),
+        record_path=path,
+        duration_s=3.0,
+        clock=VirtualClock(realtime=False),
+    )
+    window = MainWindow(source)
+    frames: list[Any] = []
+    source.frame_ready.connect(frames.append)
+    statuses = run_to_end(qtbot, window)
+    shown = shown_isaqn(window)
+    artifact(window, "dashboard-isaqn-live", tmp)
+    close(qtbot, window)
+    return {"path": path, "statuses": statuses, "frames": frames, "shown": shown}
+
+
+def shown_isaqn(window: MainWindow) -> dict[str, Any]:
+    p = window.panels
+    names = [n.name for n in window.source.config.isaqn.nodes]
+    cons = p["isaqn-constellation"]
+    return {
+        "spectrum": p["isaqn-spectrum"].spectrum(),
+        "bands": p["isaqn-spectrum"].bands_hz(),
+        "flags": {n: p["isaqn-spectrum"].band_flagged(n) for n in names},
+        "phase": {n: p["isaqn-phase"].phase(n) for n in names},
+        "points": {n: cons.points(n) for n in names},
+        "table": table_texts(cons.table),
+        "history": {n: cons.history("transmittance", n) for n in names},
+        "nodes": p["isaqn-location"].node_positions(),
+    }
+
+
+def test_live_isaqn_panels_show_the_run(isaqn_live: dict[str, Any]) -> None:
+    statuses, frames, shown = isaqn_live["statuses"], isaqn_live["frames"], isaqn_live["shown"]
+    assert len(statuses) >= 2 and frames
+    last, frame = statuses[-1], frames[-1]
+    np.testing.assert_array_equal(shown["spectrum"][0], frame.spectrum_freq_hz)
+    np.testing.assert_array_equal(shown["spectrum"][1], frame.spectrum_psd_v2_per_hz)
+    for node in last.nodes:
+        nf = frame.node(node.name)
+        assert shown["bands"][node.name] == pytest.approx((nf.band_lo_hz, nf.band_hi_hz))
+        assert shown["flags"][node.name] == node.vibrating
+        # every pilot phase sample of every frame is in the phase panel's buffer, in order
+        t = np.concatenate([f.node(node.name).t_s for f in frames])
+        _, y = shown["phase"][node.name]
+        finite = y[np.isfinite(y)]
+        assert finite.size == t.size
+        x_p, p_p = shown["points"][node.name]
+        np.testing.assert_array_equal(x_p, nf.constellation_x_snu)
+        np.testing.assert_array_equal(p_p, nf.constellation_p_snu)
+        hist_t, hist_v = shown["history"][node.name]
+        np.testing.assert_array_equal(hist_t, [st.t_s for st in statuses])
+        assert hist_v[-1] == pytest.approx(node.transmittance, nan_ok=True)
+    row = {r[0]: r for r in shown["table"]}
+    assert set(row) == {n.name for n in last.nodes}
+    assert any(any(s.vibrating for s in st.nodes) for st in statuses)  # node1's PZT drive
+
+
+def test_replay_of_an_isaqn_recording_shows_the_same_values(
+    qtbot: Any, isaqn_live: dict[str, Any], tmp_path: Path
+) -> None:
+    window = MainWindow(ReplaySource(replay_info(isaqn_live["path"]), speed=math.inf))
+    frames: list[Any] = []
+    window.source.frame_ready.connect(frames.append)
+    statuses = run_to_end(qtbot, window)
+    artifact(window, "dashboard-isaqn-replay", tmp_path)
+    shown, live = shown_isaqn(window), isaqn_live["shown"]
+    assert [s.to_dict() for s in statuses] == [s.to_dict() for s in isaqn_live["statuses"]]
+    assert shown["table"] == live["table"]
+    assert shown["flags"] == live["flags"]
+    for key in ("spectrum",):
+        for a, b in zip(shown[key], live[key], strict=True):
+            np.testing.assert_array_equal(a, b)
+    for name in live["phase"]:
+        for a, b in zip(shown["phase"][name], live["phase"][name], strict=True):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(shown["points"][name], live["points"][name], strict=True):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(shown["history"][name], live["history"][name], strict=True):
+            np.testing.assert_array_equal(a, b)
+    close(qtbot, window)
+
+
+def test_a_scope_that_drops_its_link_ends_the_run_safely_and_a_new_run_recovers(
+    qtbot: Any, tmp_path: Path
+) -> None:
+    source = LiveSource(load_bench(ISAQN_BENCH), clock=VirtualClock(realtime=False))
+    window = MainWindow(source)
+    ticks: list[int] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    statuses: list[Any] = []
+    source.status_ready.connect(lambda k, st: statuses.append(st))
+    window.show()
+    source.start()
+    qtbot.waitUntil(lambda: len(statuses) >= 1, timeout=WAIT_MS)
+    sims = source.bench.sim_host.sims
+    laser = sims["laser1"]
+    sims["scope1"].faults.inject("drop", count=None)
+    before = len(ticks)
+    qtbot.waitUntil(lambda: window.start_action.isEnabled(), timeout=WAIT_MS)
+    assert len(ticks) > before
+    assert window.state_label.text().startswith("FAULT") and "scope1" in window.state_label.text()
+    assert any("FAULT" in line and "scope1" in line for line in window.log.lines)
+    assert not laser.snapshot()["emission"]  # the bench was left safe
+    artifact(window, "dashboard-isaqn-fault", tmp_path)
+    # recovery: a new run of the bench, from the dashboard
+    window.start_again()
+    again: list[Any] = []
+    window.source.status_ready.connect(lambda k, st: again.append(st))
+    qtbot.waitUntil(lambda: len(again) >= 1, timeout=WAIT_MS)
+    assert window.source is not source and window.source.running
+    assert not window.state_label.text().startswith("FAULT")
+    close(qtbot, window)
