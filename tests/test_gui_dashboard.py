@@ -357,3 +357,44 @@ def test_a_scope_that_drops_its_link_ends_the_run_safely_and_a_new_run_recovers(
     assert window.source is not source and window.source.running
     assert not window.state_label.text().startswith("FAULT")
     close(qtbot, window)
+
+
+def test_recording_started_and_stopped_from_the_dashboard_replays_on_its_own(
+    qtbot: Any, tmp_path: Path
+) -> None:
+    """Not recording at start; Start recording after the first update, Stop after the next
+    two: the file holds the run's calibration records first, says how far into the run it
+    began, and replays through the pipeline on its own (not compared with the live run's
+    cumulative updates)."""
+    from labctl.replay_h5 import open_capture, replay_file
+
+    source = LiveSource(load_bench(ISAQN_BENCH), duration_s=4.0, clock=VirtualClock(realtime=False))
+    window = MainWindow(source)
+    statuses: list[Any] = []
+    source.status_ready.connect(lambda k, st: statuses.append(st))
+    states: list[Any] = []
+    source.recording_changed.connect(states.append)
+    window.show()
+    source.start()
+    qtbot.waitUntil(lambda: len(statuses) >= 1, timeout=WAIT_MS)
+    assert window.recording.state_label.text() == "not recording"
+    path = tmp_path / "mid.h5"
+    window.recording.file_edit.setText(str(path))
+    window.recording.start_recording()
+    qtbot.waitUntil(lambda: any(s.recording for s in states), timeout=WAIT_MS)
+    n = len(statuses)
+    qtbot.waitUntil(lambda: len(statuses) >= n + 2, timeout=WAIT_MS)
+    window.recording.stop_recording()
+    qtbot.waitUntil(lambda: states and not states[-1].recording, timeout=WAIT_MS)
+    assert window.recording.state_label.text() == "not recording"
+    assert window.recording.file_label.text() == str(path)
+    close(qtbot, window)
+    with open_capture(path) as cap:
+        kinds = [r.kind for r in cap.units()]
+        started = cap.rec.attrs["started_after_data_s"]
+    calibration = [k for k in kinds if k != "data"]
+    assert kinds[: len(calibration)] == calibration and {"electronic", "shot"} <= set(calibration)
+    assert started == pytest.approx(statuses[n - 1].t_s, abs=0.2)
+    report = replay_file(path)
+    assert report.started_after_data_s == started and report.compared == 0
+    assert report.updates  # the recording replays on its own
