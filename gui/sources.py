@@ -276,11 +276,13 @@ class LiveSource(_Source):
                 if job is not None and hasattr(job, "shutdown"):
                     job.shutdown()
             finally:
-                self._close_recorder(wait=True)
-                bench.close()
-                self._progress("bench closed: instruments left safe")
-                for closer in self._closers:
-                    closer.join()
+                try:
+                    bench.close()  # the safe state's writes still reach the recording
+                    self._progress("bench closed: instruments left safe")
+                finally:
+                    self._close_recorder(wait=True)
+                    for closer in self._closers:
+                        closer.join()
 
     def _isaqn(self, bench: Bench) -> Any:
         from labctl.isaqn_job import IsaqnJob

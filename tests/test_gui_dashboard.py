@@ -8,6 +8,7 @@ reached the simulated instrument. Screenshots of the main views go to ``$LABCTL_
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -22,6 +23,7 @@ from drivers.sim.clock import VirtualClock
 from gui.main_window import MainWindow
 from gui.sources import LiveSource, ReplaySource, replay_info
 from labctl.config import load_bench
+from labctl.run_record import cell_text
 
 ROOT = Path(__file__).resolve().parents[1]
 ENT_BENCH = ROOT / "configs" / "entanglement_sim.toml"
@@ -297,6 +299,17 @@ def test_live_isaqn_panels_show_the_run(isaqn_live: dict[str, Any]) -> None:
         assert hist_v[-1] == pytest.approx(node.transmittance, nan_ok=True)
     row = {r[0]: r for r in shown["table"]}
     assert set(row) == {n.name for n in last.nodes}
+    # the recording holds the laser switched on for the run and off by the safe state
+    from labctl.replay_h5 import open_capture
+
+    with open_capture(isaqn_live["path"]) as cap:
+        changes = cap.rec.table("settings/changes")
+    emission = [
+        json.loads(cell_text(c["value"]))
+        for c in changes
+        if cell_text(c["instrument"]) == "laser1" and cell_text(c["setting"]) == "emission"
+    ]
+    assert True in emission and emission[-1] is False
     assert any(any(s.vibrating for s in st.nodes) for st in statuses)  # node1's PZT drive
 
 
