@@ -251,7 +251,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
             for name, row in table.items():
                 print(f"{name:12s} {row['class']:6s} {row['model']:20s} {row['resource']}")
             _progress("simulators running; Ctrl-C to stop")
-        stop.wait(args.duration_s)
+        # in slices: a signal handler only runs between waits (a single unbounded wait was
+        # seen to miss a SIGTERM and hang)
+        deadline = None if args.duration_s is None else time.monotonic() + args.duration_s
+        while not stop.wait(0.25):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
     finally:
         host.stop()
     return 0
