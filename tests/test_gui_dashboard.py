@@ -74,27 +74,45 @@ def close(qtbot: Any, window: MainWindow) -> None:
 
 
 # -- the entanglement bench ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ent_live(tmp_path_factory: pytest.TempPathFactory, qapp: Any) -> dict[str, Any]:
-    """6 s of the entanglement bench live on a fast virtual clock, recorded by the dashboard."""
+def live_run(
+    qapp: Any, tmp: Path, name: str, bench: Path, duration_s: float, shown: Any
+) -> dict[str, Any]:
+    """``duration_s`` of ``bench`` live on a fast virtual clock in the dashboard, recorded by
+    it: the statuses and frames it drew, what ``shown(window)`` read from its panels at the
+    end, the recording's path and the log."""
     from pytestqt.qtbot import QtBot
 
     qtbot = QtBot(qapp)
-    tmp = tmp_path_factory.mktemp("ent-gui")
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp))
-    path = tmp / "runs" / "ent.h5"
+    path = tmp / "runs" / f"{name}.h5"
     source = LiveSource(
-        load_bench(ENT_BENCH),
+        load_bench(bench),
         record_path=path,
-        duration_s=6.0,
+        duration_s=duration_s,
         clock=VirtualClock(realtime=False),
     )
     window = MainWindow(source)
+    frames: list[Any] = []
+    source.frame_ready.connect(frames.append)
     statuses = run_to_end(qtbot, window)
-    shown = shown_entanglement(window)
-    artifact(window, "dashboard-entanglement-live", tmp)
+    result = {
+        "path": path,
+        "statuses": statuses,
+        "frames": frames,
+        "shown": shown(window),
+        "messages": window.log.lines,
+    }
+    artifact(window, f"dashboard-{name}-live", tmp)
     close(qtbot, window)
-    return {"path": path, "statuses": statuses, "shown": shown, "messages": window.log.lines}
+    return result
+
+
+@pytest.fixture(scope="module")
+def ent_live(tmp_path_factory: pytest.TempPathFactory, qapp: Any) -> dict[str, Any]:
+    """6 s of the entanglement bench live, recorded by the dashboard."""
+    return live_run(
+        qapp, tmp_path_factory.mktemp("ent-gui"), "entanglement", ENT_BENCH, 6.0, shown_entanglement
+    )
 
 
 def shown_entanglement(window: MainWindow) -> dict[str, Any]:
@@ -237,27 +255,10 @@ def test_the_layout_is_saved_and_restored(qtbot: Any) -> None:
 # -- the ISAQN bench ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def isaqn_live(tmp_path_factory: pytest.TempPathFactory, qapp: Any) -> dict[str, Any]:
-    """3 s of the ISAQN network live on a fast virtual clock, recorded by the dashboard."""
-    from pytestqt.qtbot import QtBot
-
-    qtbot = QtBot(qapp)
-    tmp = tmp_path_factory.mktemp("isaqn-gui")
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp))
-    path = tmp / "runs" / "isaqn.h5"
-    source = LiveSource(
-        load_bench(ISAQN_BENCH),
-        record_path=path,
-        duration_s=3.0,
-        clock=VirtualClock(realtime=False),
+    """3 s of the ISAQN network live, recorded by the dashboard."""
+    return live_run(
+        qapp, tmp_path_factory.mktemp("isaqn-gui"), "isaqn", ISAQN_BENCH, 3.0, shown_isaqn
     )
-    window = MainWindow(source)
-    frames: list[Any] = []
-    source.frame_ready.connect(frames.append)
-    statuses = run_to_end(qtbot, window)
-    shown = shown_isaqn(window)
-    artifact(window, "dashboard-isaqn-live", tmp)
-    close(qtbot, window)
-    return {"path": path, "statuses": statuses, "frames": frames, "shown": shown}
 
 
 def shown_isaqn(window: MainWindow) -> dict[str, Any]:
