@@ -113,12 +113,17 @@ def _shaped_noise_kernel(
     over: int,
     out: np.ndarray,
 ) -> None:
-    """out[m] = sum_s symbols[s - first] p(x_sym[m] - s) over the pulse's span (tabulated)."""
+    """out[m] = sum_s symbols[s - first] p(x_sym[m] - s) over the pulse's span (tabulated).
+
+    The real pulse weight scales both parts of a symbol: summed as two real accumulators (the
+    values of a complex-by-real product, without its multiplications by a zero imaginary part).
+    """
     n_sym = symbols.size
     for m in range(x_sym.size):
         x = x_sym[m]
         s0 = math.floor(x)
-        acc = 0j
+        acc_re = 0.0
+        acc_im = 0.0
         for s in range(s0 - half + 1, s0 + half + 1):
             u = (x - s + half) * over
             j = int(u)
@@ -127,8 +132,32 @@ def _shaped_noise_kernel(
             w = u - j
             idx = s - first
             if 0 <= idx < n_sym:
-                acc += symbols[idx] * (table[j] * (1.0 - w) + table[j + 1] * w)
-        out[m] = acc
+                p = table[j] * (1.0 - w) + table[j + 1] * w
+                sym = symbols[idx]
+                acc_re += sym.real * p
+                acc_im += sym.imag * p
+        out[m] = complex(acc_re, acc_im)
+
+
+@nb.njit(cache=True, nogil=True)
+def _cis_kernel(angle_rad: np.ndarray, out: np.ndarray) -> None:
+    """out[m] = cos(angle[m]) + j sin(angle[m]) = exp(j angle[m]).
+
+    What ``numpy.exp(1j * angle)`` returns (its complex exp of a zero real part is cos + j sin
+    of the imaginary part, exp(0) = 1 exactly), at half its cost: no complex argument array,
+    no exp of the real part.
+    """
+    for m in range(angle_rad.size):
+        a = angle_rad[m]
+        out[m] = complex(math.cos(a), math.sin(a))
+
+
+def _cis(angle_rad: np.ndarray) -> np.ndarray:
+    """exp(j angle) for a float64 array (see :func:`_cis_kernel`)."""
+    a = np.ascontiguousarray(angle_rad, dtype=np.float64)
+    out = np.empty(a.shape, dtype=np.complex128)
+    _cis_kernel(a.ravel(), out.ravel())
+    return out
 
 
 class _BlockNormals:
@@ -163,11 +192,40 @@ class _BlockNormals:
         return joined[start : start + (i1 - i0)]
 
 
+@nb.njit(cache=True, nogil=True)
+def _interp_unit_grid(x: np.ndarray, i0: int, values: np.ndarray, out: np.ndarray) -> None:
+    """out[m] = values interpolated at x[m], values[j] sitting at the integer i0 + j.
+
+    The arithmetic of :func:`numpy.interp` on the grid ``i0 + arange(values.size)`` (numpy's
+    ``numpy/_core/src/multiarray/compiled_base.c``: ``slope * (x - xp[j]) + fp[j]``, exactly
+    ``fp[j]`` on a grid point, ``fp[-1]`` at and beyond the last point, ``fp[0]`` before the
+    first), so the results are bit-identical; but the bracketing index is ``floor(x) - i0``
+    instead of a binary search and no grid array is built (the grid spacing 1 makes numpy's
+    ``/ (xp[j+1] - xp[j])`` exact).
+    """
+    last = values.size - 1
+    for m in range(x.size):
+        xv = x[m]
+        xf = math.floor(xv)
+        j = int(xf) - i0
+        if j >= last:
+            out[m] = values[last]
+        elif j < 0:  # trimmed while this request was served (one request > 2 keep long)
+            out[m] = values[0]
+        elif xv == xf:
+            out[m] = values[j]
+        else:
+            out[m] = (values[j + 1] - values[j]) * (xv - xf) + values[j]
+
+
 class _Wiener:
     """A Wiener process on a grid of step dt_s: W(t) with variance ``rate`` * t, interpolated.
 
     Generated forward from the first time requested (its value there is ``start_rad``); history
-    older than ``keep_s`` before the latest request is dropped.
+    older than ``keep_s`` before the latest request is dropped. The values live in a buffer
+    with room to grow (appending does not copy the history; it is moved down only when the
+    buffer's end is reached), and each extension is ``last + cumsum(steps)`` of exactly the
+    steps asked for, so the values do not depend on the buffer's layout.
     """
 
     def __init__(
@@ -184,19 +242,42 @@ class _Wiener:
         self.keep = max(4, math.ceil(keep_s / dt_s) + 4)
         self.start_rad = start_rad
         self._i0: int | None = None  # grid index of values[0]
-        self._values = np.zeros(0)
+        self._buf = np.zeros(0)  # values are _buf[_start : _start + _size]
+        self._start = 0
+        self._size = 0
+
+    @property
+    def _values(self) -> np.ndarray:
+        """The kept values, values[0] at grid index ``_i0`` (a view of the buffer)."""
+        return self._buf[self._start : self._start + self._size]
+
+    def _append(self, new: np.ndarray) -> None:
+        m = new.size
+        if self._start + self._size + m > self._buf.size:
+            # history kept at most 4 keep (+ one extension): room for 6 keep moves it rarely
+            capacity = max(6 * self.keep, self._size + m)
+            if capacity > self._buf.size:
+                buf = np.empty(capacity)
+                buf[: self._size] = self._values
+                self._buf = buf
+            else:
+                self._buf[: self._size] = self._values.copy()
+            self._start = 0
+        self._buf[self._start + self._size : self._start + self._size + m] = new
+        self._size += m
 
     def _extend_to(self, i_hi: int) -> None:
         assert self._i0 is not None
-        have = self._i0 + self._values.size
+        have = self._i0 + self._size
         if i_hi < have:
             return
         steps = self.normals.values(have, i_hi + 1) * self.sigma
-        last = self._values[-1] if self._values.size else self.start_rad
-        self._values = np.concatenate([self._values, last + np.cumsum(steps)])
-        if self._values.size > 4 * self.keep:
-            drop = self._values.size - 2 * self.keep
-            self._values = self._values[drop:]
+        last = self._buf[self._start + self._size - 1] if self._size else self.start_rad
+        self._append(last + np.cumsum(steps))
+        if self._size > 4 * self.keep:
+            drop = self._size - 2 * self.keep
+            self._start += drop
+            self._size -= drop
             self._i0 += drop
 
     def at(self, t_s: np.ndarray) -> np.ndarray:
@@ -210,15 +291,16 @@ class _Wiener:
         hi = math.floor(float(np.max(x))) + 1
         if self._i0 is None:  # start far enough back for the round-trip delays
             self._i0 = lo - self.keep // 2
-            self._values = np.array([self.start_rad])
+            self._append(np.array([self.start_rad]))
         if lo < self._i0:
             raise ValueError(
                 f"the twin's phase history before t = {self._i0 * self.dt_s:.6g} s is gone "
                 f"(asked for {lo * self.dt_s:.6g} s)"
             )
         self._extend_to(hi)
-        grid = self._i0 + np.arange(self._values.size)
-        return np.interp(x, grid, self._values)
+        out = np.empty(x.shape, dtype=np.float64)
+        _interp_unit_grid(np.ascontiguousarray(x).ravel(), self._i0, self._values, out.ravel())
+        return out
 
 
 @dataclass(frozen=True)
@@ -237,10 +319,21 @@ class VibrationEvent:
     amplitude_rad: float
 
     def waveform_rad(self, u_s: np.ndarray) -> np.ndarray:
+        """The burst at times ``u_s`` since its arrival (0 outside [0, cycles / f)).
+
+        Evaluated only inside the burst (a record mostly misses it): the same expression, in
+        the same order, as over the whole array.
+        """
+        u = np.asarray(u_s, dtype=np.float64)
         dur = self.cycles / self.freq_hz
-        inside = (u_s >= 0) & (u_s < dur)
-        w = np.where(inside, 0.5 - 0.5 * np.cos(2 * np.pi * u_s / dur), 0.0)
-        return self.amplitude_rad * w * np.sin(2 * np.pi * self.freq_hz * u_s)
+        out = np.zeros(u.shape, dtype=np.float64)
+        if u.size == 0 or float(np.max(u)) < 0 or float(np.min(u)) >= dur:
+            return out
+        inside = (u >= 0) & (u < dur)
+        ui = u[inside]
+        w = 0.5 - 0.5 * np.cos(2 * np.pi * ui / dur)
+        out[inside] = self.amplitude_rad * w * np.sin(2 * np.pi * self.freq_hz * ui)
+        return out
 
 
 @dataclass(frozen=True)
@@ -423,7 +516,7 @@ class IsaqnNetwork:
             _RRC_OVERSAMPLE,
             out,
         )
-        return out * np.exp(2j * np.pi * np.mod(t_node * node.carrier_hz, 1.0))
+        return out * _cis(2 * np.pi * np.mod(t_node * node.carrier_hz, 1.0))
 
     def field(self, t_s: np.ndarray) -> np.ndarray:
         """r(t): the ICR's complex output in shot-noise-normalised units (see module doc)."""
@@ -446,7 +539,7 @@ class IsaqnNetwork:
                     continue
                 amp = math.sqrt(p.eta * self.transmittance(k) / 2.0)
                 amp *= math.sqrt(node.symbol_rate_hz / fs_hz)
-                r += amp * signal * np.exp(1j * self._phase(k, t))
+                r += amp * signal * _cis(self._phase(k, t))
             r += self._shot.values(i0, i0 + n)
             r *= lo
         if p.v_el_snu > 0:

@@ -153,6 +153,8 @@ class SimKeysight33500B(SimInstrument):
         for channel in self.channels.values():
             channel.clear_memory()
         self.big_endian = True  # FORM:BORD NORMal
+        #: channel -> (int16 codes, their float64 shape): see _arb_shape
+        self._shape_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def register(self) -> None:
         e = self.engine
@@ -372,6 +374,18 @@ class SimKeysight33500B(SimInstrument):
         with self.lock:
             return bool(self.channels[channel].output)
 
+    def _arb_shape(self, channel: int) -> np.ndarray:
+        """The selected arb as float64 in [-1, 1] (DAC codes / DAC_MAX), converted once per
+        loaded waveform: the conversion is cached against the identity of the code array
+        (a reload or a new selection is a new array), not redone for every output_v call."""
+        ch = self.channels[channel]
+        codes = ch.volatile[ch.arb_name]
+        cached = self._shape_cache.get(channel)
+        if cached is None or cached[0] is not codes:
+            cached = (codes, codes.astype(np.float64) / DAC_MAX)
+            self._shape_cache[channel] = cached
+        return cached[1]
+
     def output_v(self, channel: int, t_s: np.ndarray) -> np.ndarray:
         """Voltage into 50 ohm on output ``channel`` at virtual times ``t_s`` (seconds)."""
         t = np.asarray(t_s, dtype=np.float64)
@@ -381,7 +395,7 @@ class SimKeysight33500B(SimInstrument):
                 return np.zeros_like(t)
             half = ch.amplitude_vpp / 2.0
             if ch.function == "ARB":
-                codes = ch.volatile[ch.arb_name].astype(np.float64) / DAC_MAX
+                codes = self._arb_shape(channel)
                 reconstruct = _RECONSTRUCTION[ch.arb_filter]
                 shape = reconstruct(codes, ch.arb_sample_rate, t)
             elif ch.function == "DC":
