@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -14,6 +14,9 @@ from drivers.instrument import Instrument
 from drivers.registry import driver_class
 from drivers.sim.clock import VirtualClock
 from drivers.sim.host import SimHost, SimSpec
+
+if TYPE_CHECKING:  # imported by the fixtures: only the sessions that use them pay for it
+    from recordings import EntRecording, IsaqnRecording
 
 
 @pytest.fixture
@@ -57,3 +60,20 @@ def connect() -> Iterator[Callable[..., Instrument]]:
     yield make
     for instrument in opened:
         instrument.close(safe=False)
+
+
+@pytest.fixture(scope="session")
+def isaqn_recording(tmp_path_factory: pytest.TempPathFactory) -> IsaqnRecording:
+    """3 s of the simulated ISAQN bench recorded with its live statuses, once per session."""
+    from recordings import record_isaqn
+
+    return record_isaqn(tmp_path_factory.mktemp("isaqn-recording"))
+
+
+@pytest.fixture(scope="session")
+def ent_recording(tmp_path_factory: pytest.TempPathFactory) -> EntRecording:
+    """4 s of the simulated entanglement bench (updates every 0.5 s) with its live statuses,
+    frames and final histograms, and a replay of it with a view attached; once per session."""
+    from recordings import record_entanglement
+
+    return record_entanglement(tmp_path_factory.mktemp("ent-recording"))

@@ -1,143 +1,65 @@
 """The entanglement dashboard's view builder (labctl/entangle_view.py) on a real recording.
 
-One short recording of the simulated entanglement bench (manual clock, 4 s of data, updates
-every 0.5 s, loops and interlocks running) is made with the recorder the CLI uses, with a view
-attached to the live job's status sink; it is then replayed through ``replay_file`` with a
-second view attached (``observe`` / ``sink``). The frames are checked against independent
-references: the histograms the recorder wrote, the rates the monitor computed for the status,
-and the drift predictor of ``models/`` run by hand over the same phase-lock readings.
-
-:func:`ent_recording` is shared with the GUI panel tests (imported from this module).
+The session's short recording of the simulated entanglement bench (tests/recordings.py: manual
+clock, 4 s of data, updates every 0.5 s, loops and interlocks running) is made with the
+recorder the CLI uses, with a view attached to the live job's status sink; it is then replayed
+through ``replay_file`` with a second view attached (``observe`` / ``sink``). The frames are
+checked against independent references: the histograms the recorder wrote, the rates the
+monitor computed for the status, and the drift predictor of ``models/`` run by hand over the
+same phase-lock readings.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from recordings import ENT_DATA_S, ENT_UPDATE_S, EntRecording
 
-from drivers.sim.clock import VirtualClock
 from labctl.bench_control import LoopRow
-from labctl.config import CONFIG_DIR, BenchConfig, load_bench
-from labctl.entangle_job import EntanglementJob, run_entanglement
-from labctl.entangle_record import EntanglementRecorder, open_entanglement
-from labctl.entangle_status import EntanglementStatus
-from labctl.entangle_view import EntanglementFrame, EntanglementView, make_phase_predictor
+from labctl.entangle_record import open_entanglement
+from labctl.entangle_view import EntanglementView, make_phase_predictor
 from labctl.loop_runner import LoopStatus
-from labctl.replay_h5 import replay_file
 from models.predictors import KalmanPredictor
-
-ENT_BENCH = CONFIG_DIR / "entanglement_sim.toml"
-DURATION_S = 4.0
-UPDATE_S = 0.5
-
-
-@dataclass(frozen=True)
-class EntRecording:
-    path: Path  #: the HDF5 recording
-    config: BenchConfig
-    statuses: tuple[EntanglementStatus, ...]  #: live, with loops and interlocks
-    frames: tuple[EntanglementFrame, ...]  #: the live view's
-    replay_statuses: tuple[EntanglementStatus, ...]
-    replay_frames: tuple[EntanglementFrame, ...]  #: a second view, attached to the replay
-
-
-_CACHE: dict[str, EntRecording] = {}
-
-
-def ent_recording(tmp_dir: Path | None = None) -> EntRecording:
-    """The recording, made once per test process (the GUI tests import this function)."""
-    if "run" in _CACHE:
-        return _CACHE["run"]
-    root = Path(tempfile.mkdtemp(prefix="ent_view_")) if tmp_dir is None else tmp_dir
-    text = ENT_BENCH.read_text(encoding="utf-8")
-    assert "update_s = 1.0" in text
-    bench = root / "entanglement_fast.toml"
-    bench.write_text(text.replace("update_s = 1.0", f"update_s = {UPDATE_S}"), encoding="utf-8")
-    config = load_bench(bench)
-    path = root / "run.h5"
-    view = EntanglementView(config)
-    statuses: list[EntanglementStatus] = []
-    frames: list[EntanglementFrame] = []
-    recorders: list[EntanglementRecorder] = []
-    jobs: list[EntanglementJob] = []
-
-    def hook(job: EntanglementJob) -> None:
-        jobs.append(job)
-        recorders.append(EntanglementRecorder.for_job(path, job))
-
-    def sink(status: EntanglementStatus) -> None:
-        statuses.append(status)
-        frames.append(view.on_status(jobs[0].feed, status))
-        recorders[0].status(status)
-
-    try:
-        run_entanglement(
-            config,
-            duration_s=DURATION_S,
-            sinks=[sink],
-            clock=VirtualClock(realtime=False),
-            job_hook=hook,
-        )
-    finally:
-        for rec in recorders:
-            rec.close()
-
-    replay_view = EntanglementView(config)
-    feeds: list = []
-    r_statuses: list[EntanglementStatus] = []
-    r_frames: list[EntanglementFrame] = []
-
-    def replay_sink(_index: int, status: EntanglementStatus) -> None:
-        r_statuses.append(status)
-        r_frames.append(replay_view.on_status(feeds[0], status))
-
-    report = replay_file(path, sink=replay_sink, observe=feeds.append)
-    assert report.matches, report.mismatches[:5]
-    _CACHE["run"] = EntRecording(
-        path, config, tuple(statuses), tuple(frames), tuple(r_statuses), tuple(r_frames)
-    )
-    return _CACHE["run"]
-
-
-@pytest.fixture(scope="session")
-def rec(tmp_path_factory: pytest.TempPathFactory) -> EntRecording:
-    return ent_recording(tmp_path_factory.mktemp("ent_view"))
 
 
 # -- histograms --------------------------------------------------------------------------------
-def test_replayed_histograms_equal_the_recorded_monitor_counts(rec: EntRecording) -> None:
-    assert len(rec.replay_frames) == len(rec.statuses) >= DURATION_S / UPDATE_S - 1
-    ent = rec.config.entanglement
+def test_replayed_histograms_equal_the_recorded_monitor_counts(ent_recording: EntRecording) -> None:
+    assert (
+        len(ent_recording.replay_frames)
+        == len(ent_recording.statuses)
+        >= ENT_DATA_S / ENT_UPDATE_S - 1
+    )
+    ent = ent_recording.config.entanglement
     assert ent is not None
-    with open_entanglement(rec.path) as cap:
-        for k, frame in enumerate(rec.replay_frames):
+    with open_entanglement(ent_recording.path) as cap:
+        for k, frame in enumerate(ent_recording.replay_frames):
             recorded = cap.histograms(k)  # what the live monitor held at update k
             previous = cap.histograms(k - 1) if k else np.zeros_like(recorded)
             assert frame.update == k
-            assert frame.time_s == rec.statuses[k].time_s
+            assert frame.time_s == ent_recording.statuses[k].time_s
             for p, h in enumerate(frame.pairs):
                 assert h.counts_total.dtype == np.int64 and h.bin_centers_ps.dtype == np.float64
                 assert np.array_equal(h.counts_total, recorded[p])
                 assert np.array_equal(h.counts_interval, recorded[p] - previous[p])
-                assert np.array_equal(h.counts_total, rec.frames[k].pairs[p].counts_total)
+                assert np.array_equal(h.counts_total, ent_recording.frames[k].pairs[p].counts_total)
                 # the bins cover +-max_delay_ps around zero, bin_ps apart, centred
                 assert np.allclose(np.diff(h.bin_centers_ps), ent.bin_ps)
                 assert h.bin_centers_ps[0] - ent.bin_ps / 2 == pytest.approx(-ent.max_delay_ps)
                 assert h.bin_centers_ps[-1] + ent.bin_ps / 2 == pytest.approx(ent.max_delay_ps)
 
 
-def test_window_sits_on_the_status_delay_and_gives_its_rates(rec: EntRecording) -> None:
-    ent = rec.config.entanglement
+def test_window_sits_on_the_status_delay_and_gives_its_rates(ent_recording: EntRecording) -> None:
+    ent = ent_recording.config.entanglement
     assert ent is not None
     checked = 0
-    for status, frame in zip(rec.replay_statuses, rec.replay_frames, strict=True):
+    for status, frame in zip(
+        ent_recording.replay_statuses, ent_recording.replay_frames, strict=True
+    ):
         for row, h in zip(status.pairs, frame.pairs, strict=True):
             assert (h.user_a, h.user_b, h.channel_a, h.channel_b) == (
                 row.user_a,
@@ -181,14 +103,14 @@ def _phase_rows(statuses, name: str) -> list[LoopRow]:
     return [next(r for r in s.loops if r.name == name) for s in statuses]
 
 
-def test_loop_series_follow_the_statuses(rec: EntRecording) -> None:
-    last = rec.frames[-1]
-    names = [r.name for r in rec.statuses[-1].loops]
+def test_loop_series_follow_the_statuses(ent_recording: EntRecording) -> None:
+    last = ent_recording.frames[-1]
+    names = [r.name for r in ent_recording.statuses[-1].loops]
     assert [s.name for s in last.loops] == names
     assert {"ring-temperature", "pump0-lock", "alice-phase"} <= set(names)
-    times = np.array([s.time_s for s in rec.statuses])
+    times = np.array([s.time_s for s in ent_recording.statuses])
     for series in last.loops:
-        rows = _phase_rows(rec.statuses, series.name)
+        rows = _phase_rows(ent_recording.statuses, series.name)
         assert np.array_equal(series.time_s, times)
         assert np.array_equal(series.setpoint, [r.status.setpoint for r in rows])
         assert np.array_equal(series.measurement, [r.status.measurement for r in rows])
@@ -199,14 +121,16 @@ def test_loop_series_follow_the_statuses(rec: EntRecording) -> None:
             assert series.free_phase_rad.size == series.forecast_rad.size == 0
 
 
-def test_phase_forecasts_equal_the_kalman_predictor_run_by_hand(rec: EntRecording) -> None:
-    volts = {c.name: c.volts_per_2pi for c in rec.config.loops if c.kind == "phase_lock"}
-    last = rec.frames[-1]
+def test_phase_forecasts_equal_the_kalman_predictor_run_by_hand(
+    ent_recording: EntRecording,
+) -> None:
+    volts = {c.name: c.volts_per_2pi for c in ent_recording.config.loops if c.kind == "phase_lock"}
+    last = ent_recording.frames[-1]
     phase = [s for s in last.loops if s.is_phase]
     assert {s.name for s in phase} == set(volts)
-    assert last.predictor == "kalman" and last.horizon_ticks == 1 and last.tick_s == UPDATE_S
+    assert last.predictor == "kalman" and last.horizon_ticks == 1 and last.tick_s == ENT_UPDATE_S
     for series in phase:
-        rows = _phase_rows(rec.statuses, series.name)
+        rows = _phase_rows(ent_recording.statuses, series.name)
         assert all(r.status.state == "running" for r in rows)
         meas = np.array([r.status.measurement for r in rows])
         out = np.array([r.status.output for r in rows])
@@ -219,7 +143,7 @@ def test_phase_forecasts_equal_the_kalman_predictor_run_by_hand(rec: EntRecordin
         # the scan moves the setpoint by 2 pi / 9 per step; the free phase only drifts
         assert np.max(np.abs(np.diff(free))) < 0.1
         np.testing.assert_allclose(series.free_phase_rad, free, rtol=0, atol=1e-12)
-        kalman = KalmanPredictor((1,), tick_s=UPDATE_S)
+        kalman = KalmanPredictor((1,), tick_s=ENT_UPDATE_S)
         made = np.array([kalman.step(float(z), np.empty(0))[0] for z in free])
         expected = np.concatenate(([np.nan], made[:-1]))  # forecast made one update earlier
         np.testing.assert_allclose(series.forecast_rad, expected, rtol=0, atol=1e-12)
@@ -245,11 +169,11 @@ def _loop_status(measurement: float, output: float, ticks: int) -> LoopStatus:
     horizon=st.integers(1, 4),
 )
 def test_persistence_forecast_is_the_free_phase_horizon_updates_earlier(
-    rec: EntRecording, steps: list[float], outputs: list[float], horizon: int
+    ent_recording: EntRecording, steps: list[float], outputs: list[float], horizon: int
 ) -> None:
     """Any phase path: the unwrapped free phase differs from the raw one by whole turns and
     moves by less than pi per update; persistence forecasts it horizon updates late."""
-    view = EntanglementView(rec.config, predictor="persistence", horizon_ticks=horizon)
+    view = EntanglementView(ent_recording.config, predictor="persistence", horizon_ticks=horizon)
     k = view.rad_per_v["alice-phase"]
     truth = np.cumsum(steps)
     frame = None
@@ -268,8 +192,10 @@ def test_persistence_forecast_is_the_free_phase_horizon_updates_earlier(
     assert np.all(np.isnan(s.forecast_rad[:horizon]))
 
 
-def test_a_stale_reading_enters_the_predictor_as_no_measurement(rec: EntRecording) -> None:
-    view = EntanglementView(rec.config, predictor="persistence")
+def test_a_stale_reading_enters_the_predictor_as_no_measurement(
+    ent_recording: EntRecording,
+) -> None:
+    view = EntanglementView(ent_recording.config, predictor="persistence")
     rows = [
         LoopRow("bob-phase", "phase_lock", ("rad", "V"), _loop_status(0.5, 0.0, ticks))
         for ticks in (1, 2, 2, 3)  # the loop did not tick between the 2nd and 3rd status
@@ -281,12 +207,12 @@ def test_a_stale_reading_enters_the_predictor_as_no_measurement(rec: EntRecordin
     assert np.isnan(frame[0].free_phase_rad[2]) and frame[0].forecast_count == 2
 
 
-def test_predictors_needing_telemetry_are_refused(rec: EntRecording) -> None:
+def test_predictors_needing_telemetry_are_refused(ent_recording: EntRecording) -> None:
     with pytest.raises(ValueError, match="telemetry"):
-        EntanglementView(rec.config, predictor="arx")
+        EntanglementView(ent_recording.config, predictor="arx")
     with pytest.raises(ValueError, match="horizon_ticks"):
-        EntanglementView(rec.config, horizon_ticks=0)
+        EntanglementView(ent_recording.config, horizon_ticks=0)
     assert make_phase_predictor("kalman", 2, 0.5).horizons_ticks == (2,)
-    no_ent = replace(rec.config, entanglement=None)
+    no_ent = replace(ent_recording.config, entanglement=None)
     with pytest.raises(ValueError, match=r"\[entanglement\]"):
         EntanglementView(no_ent)

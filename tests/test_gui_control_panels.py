@@ -1,23 +1,22 @@
 """Loops and interlocks panels (gui/control_panels.py) showing the simulated entanglement bench.
 
-Frames and statuses are the live ones of tests/test_entangle_view.py's recording (the job runs
-its ring TEC, pump and phase locks and four interlocks; the view builds the frames in the
-job's status sink). The checks read what the widgets draw: the plotted arrays, the table texts
-and colours, the log. A tripped rule is a real rule status changed with dataclasses.replace.
-A PNG of each panel goes to ``$LABCTL_ARTIFACTS`` (else the test's tmp_path).
+Frames and statuses are the live ones of the session's entanglement recording
+(tests/recordings.py: the job runs its ring TEC, pump and phase locks and four interlocks; the
+view builds the frames in the job's status sink). The checks read what the widgets draw: the
+plotted arrays, the table texts and colours, the log. A tripped rule is a real rule status
+changed with dataclasses.replace. A PNG of each panel goes to ``$LABCTL_ARTIFACTS`` (else the
+test's tmp_path).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PySide6 import QtWidgets
-from test_entangle_view import EntRecording, ent_recording
+from recordings import save_artifact, show_panel
 
 from gui.control_panels import (
     LOOP_STATE_COLOURS,
@@ -29,11 +28,6 @@ from labctl.bench_control import LoopRow
 from labctl.entangle_view import EntanglementView
 
 
-@pytest.fixture(scope="session")
-def rec(tmp_path_factory: pytest.TempPathFactory) -> EntRecording:
-    return ent_recording(tmp_path_factory.mktemp("ent_view"))
-
-
 def _settle() -> None:
     """Run the plots' pending zero-delay refreshes while the panel is alive: fastplot's
     ``QTimer.singleShot(0, self.refresh)`` has no context object, so a refresh still queued
@@ -42,23 +36,11 @@ def _settle() -> None:
         QtWidgets.QApplication.processEvents()
 
 
-def _save(widget, name: str, tmp_path: Path) -> None:
-    out = Path(os.environ.get("LABCTL_ARTIFACTS", tmp_path))
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.png"
-    assert widget.grab().save(str(path))
-    assert path.stat().st_size > 0
-
-
-def test_loops_panel_plots_every_loops_history_and_forecast(qtbot, rec, tmp_path) -> None:
-    panel = LoopsPanel()
-    qtbot.addWidget(panel)
-    panel.resize(1200, 900)
-    panel.show()
-    assert panel.title and panel.objectName() == "control.loops"
-    for frame in rec.frames:
+def test_loops_panel_plots_every_loops_history_and_forecast(qtbot, ent_recording, tmp_path) -> None:
+    panel = show_panel(qtbot, LoopsPanel(), (1200, 900), "control.loops")
+    for frame in ent_recording.frames:
         panel.update_frame(frame)
-    frame = rec.frames[-1]
+    frame = ent_recording.frames[-1]
     assert panel.loop_names() == [s.name for s in frame.loops]
     for s in frame.loops:
         i = panel.row_of(s.name)
@@ -92,22 +74,22 @@ def test_loops_panel_plots_every_loops_history_and_forecast(qtbot, rec, tmp_path
                 panel.displayed(s.name, "forecast")
     panel.show_loop("alice-phase")
     assert panel.current_loop() == "alice-phase"
-    _save(panel, "loops_alice_phase", tmp_path)
+    save_artifact(panel, "loops_alice_phase", tmp_path)
     panel.show_loop("ring-temperature")
-    _save(panel, "loops_ring_temperature", tmp_path)
+    save_artifact(panel, "loops_ring_temperature", tmp_path)
     _settle()
 
 
-def test_a_faulted_loop_shows_its_reason(qtbot, rec) -> None:
-    status = rec.statuses[-1]
+def test_a_faulted_loop_shows_its_reason(qtbot, ent_recording) -> None:
+    status = ent_recording.statuses[-1]
     row = next(r for r in status.loops if r.name == "pump0-lock")
     reason = "no fresh reading for 1.2 s (wm0 timed out)"
     faulted = LoopRow(row.name, row.kind, row.units, replace(row.status, state="fault",
                       fault_reason=reason))  # fmt: skip
     loops = tuple(faulted if r.name == row.name else r for r in status.loops)
-    view = EntanglementView(rec.config)
+    view = EntanglementView(ent_recording.config)
     feed_frame = view._loops(status.time_s, loops)
-    frame = replace(rec.frames[-1], loops=feed_frame)
+    frame = replace(ent_recording.frames[-1], loops=feed_frame)
     panel = LoopsPanel()
     qtbot.addWidget(panel)
     panel.update_frame(frame)
@@ -119,15 +101,11 @@ def test_a_faulted_loop_shows_its_reason(qtbot, rec) -> None:
     _settle()
 
 
-def test_interlocks_panel_shows_rules_and_logs_a_trip(qtbot, rec, tmp_path) -> None:
-    panel = InterlocksPanel()
-    qtbot.addWidget(panel)
-    panel.resize(1200, 500)
-    panel.show()
-    assert panel.title and panel.objectName() == "control.interlocks"
-    for status in rec.statuses:
+def test_interlocks_panel_shows_rules_and_logs_a_trip(qtbot, ent_recording, tmp_path) -> None:
+    panel = show_panel(qtbot, InterlocksPanel(), (1200, 500), "control.interlocks")
+    for status in ent_recording.statuses:
         panel.update_status(status)
-    status = rec.statuses[-1]
+    status = ent_recording.statuses[-1]
     assert panel.rule_names() == list(status.interlocks)
     for name, rule in status.interlocks.items():
         i = panel.row_of(name)
@@ -136,7 +114,7 @@ def test_interlocks_panel_shows_rules_and_logs_a_trip(qtbot, rec, tmp_path) -> N
         assert panel.cell_text(i, "reason") == rule.reason
         assert panel.cell_text(i, "since (s)") == "-"
     # the status messages of the run are in the log, newest first
-    said = [(f"{s.time_s:.1f} s", "message", m) for s in rec.statuses for m in s.messages]
+    said = [(f"{s.time_s:.1f} s", "message", m) for s in ent_recording.statuses for m in s.messages]
     assert said and panel.log_entries() == said[::-1]
 
     # the ring leaves its temperature: the rule trips and drives the pumps safe
@@ -180,13 +158,13 @@ def test_interlocks_panel_shows_rules_and_logs_a_trip(qtbot, rec, tmp_path) -> N
     entries = panel.log_entries()
     assert entries[0] == (f"{last.time_s:.1f} s", name, "pump10: done")
     assert entries[1:5] == new and entries[-len(said) :] == said[::-1]
-    _save(panel, "interlocks_tripped", tmp_path)
+    save_artifact(panel, "interlocks_tripped", tmp_path)
 
 
-def test_interlock_log_keeps_the_newest_entries(qtbot, rec) -> None:
+def test_interlock_log_keeps_the_newest_entries(qtbot, ent_recording) -> None:
     panel = InterlocksPanel(max_log=3)
     qtbot.addWidget(panel)
-    status = rec.statuses[-1]
+    status = ent_recording.statuses[-1]
     for k in range(5):
         panel.update_status(replace(status, time_s=float(k), messages=(f"note {k}",)))
     assert [e[2] for e in panel.log_entries()] == ["note 4", "note 3", "note 2"]

@@ -1,21 +1,19 @@
 """Entanglement panels (gui/entangle_panels.py) showing a real replay of the simulated bench.
 
-The frames and statuses come from the recording of tests/test_entangle_view.py (the simulated
-entanglement bench, replayed through ``replay_file`` with the view attached). Every check reads
-what the widgets draw (the arrays given to the curves, the shaded window, the table texts).
-A PNG of each panel goes to ``$LABCTL_ARTIFACTS`` (else the test's tmp_path).
+The frames and statuses come from the session's entanglement recording (tests/recordings.py:
+the simulated entanglement bench, replayed through ``replay_file`` with the view attached).
+Every check reads what the widgets draw (the arrays given to the curves, the shaded window,
+the table texts). A PNG of each panel goes to ``$LABCTL_ARTIFACTS`` (else the test's tmp_path).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
-from test_entangle_view import EntRecording, ent_recording
+from recordings import save_artifact, show_panel
 
 from gui.entangle_panels import (
     NAN_TEXT,
@@ -26,29 +24,12 @@ from gui.entangle_panels import (
 )
 
 
-@pytest.fixture(scope="session")
-def rec(tmp_path_factory: pytest.TempPathFactory) -> EntRecording:
-    return ent_recording(tmp_path_factory.mktemp("ent_view"))
-
-
-def _save(widget, name: str, tmp_path: Path) -> Path:
-    out = Path(os.environ.get("LABCTL_ARTIFACTS", tmp_path))
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.png"
-    assert widget.grab().save(str(path))
-    assert path.stat().st_size > 0
-    return path
-
-
-def test_histograms_show_the_frames_counts_with_the_window(qtbot, rec, tmp_path) -> None:
+def test_histograms_show_the_frames_counts_with_the_window(qtbot, ent_recording, tmp_path) -> None:
     panel = HistogramPanel(span_ps=3000.0)
-    qtbot.addWidget(panel)
-    panel.resize(1500, 800)
-    panel.show()
-    assert panel.title and panel.objectName() == "entanglement.histograms"
-    for frame in rec.replay_frames:
+    show_panel(qtbot, panel, (1500, 800), "entanglement.histograms")
+    for frame in ent_recording.replay_frames:
         panel.update_frame(frame)
-    frame = rec.replay_frames[-1]
+    frame = ent_recording.replay_frames[-1]
     assert panel.pair_names() == [h.name for h in frame.pairs]
     for h in frame.pairs:
         x, y = panel.displayed(h.name)
@@ -61,7 +42,7 @@ def test_histograms_show_the_frames_counts_with_the_window(qtbot, rec, tmp_path)
         assert lo <= h.delay_ps < hi
         assert panel.side_peaks(h.name) == pytest.approx(h.side_peaks_ps)
         assert f"{h.delay_ps:.0f} ps" in panel.plot_item(h.name).titleLabel.text
-    _save(panel, "entanglement_histograms", tmp_path)
+    save_artifact(panel, "entanglement_histograms", tmp_path)
 
     # last update's counts, whole range, log y: empty bins become gaps
     panel.mode_box.setCurrentText("last update")
@@ -73,11 +54,11 @@ def test_histograms_show_the_frames_counts_with_the_window(qtbot, rec, tmp_path)
     expected = np.where(h.counts_interval > 0, h.counts_interval, np.nan).astype(np.float64)
     np.testing.assert_array_equal(y, expected)
     assert panel.plot_item(h.name).getViewBox().state["logMode"][1]
-    _save(panel, "entanglement_histograms_log", tmp_path)
+    save_artifact(panel, "entanglement_histograms_log", tmp_path)
 
 
-def test_histograms_before_the_peak_is_found_show_everything_unmarked(qtbot, rec) -> None:
-    frame = rec.replay_frames[0]
+def test_histograms_before_the_peak_is_found_show_everything_unmarked(qtbot, ent_recording) -> None:
+    frame = ent_recording.replay_frames[0]
     first = frame.pairs[0]
     lost = replace(
         first,
@@ -96,15 +77,11 @@ def test_histograms_before_the_peak_is_found_show_everything_unmarked(qtbot, rec
     assert panel.window_region(frame.pairs[1].name) is not None
 
 
-def test_pair_table_shows_the_status(qtbot, rec, tmp_path) -> None:
-    panel = PairTablePanel()
-    qtbot.addWidget(panel)
-    panel.resize(1300, 400)
-    panel.show()
-    assert panel.title and panel.objectName() == "entanglement.pairs"
-    for status in rec.replay_statuses:
+def test_pair_table_shows_the_status(qtbot, ent_recording, tmp_path) -> None:
+    panel = show_panel(qtbot, PairTablePanel(), (1300, 400), "entanglement.pairs")
+    for status in ent_recording.replay_statuses:
         panel.update_status(status)
-    status = rec.replay_statuses[-1]
+    status = ent_recording.replay_statuses[-1]
     assert panel.headers() == [h for h, _ in PAIR_COLUMNS]
     assert panel.table.rowCount() == len(status.pairs)
     for i, row in enumerate(status.pairs):
@@ -157,12 +134,12 @@ def test_pair_table_shows_the_status(qtbot, rec, tmp_path) -> None:
         assert key.startswith(NAN_TEXT)
     else:
         assert float(key.split()[0]) == pytest.approx(status.total_key_rate_bps, abs=0.05)
-    _save(panel, "entanglement_pairs", tmp_path)
+    save_artifact(panel, "entanglement_pairs", tmp_path)
 
 
-def test_pair_table_shows_figures_once_a_scan_gives_them(qtbot, rec) -> None:
+def test_pair_table_shows_figures_once_a_scan_gives_them(qtbot, ent_recording) -> None:
     """A visibility from a finished scan (a real row with its fringe figures filled in)."""
-    status = rec.replay_statuses[-1]
+    status = ent_recording.replay_statuses[-1]
     row = replace(
         status.pairs[0], visibility=0.953, visibility_err=0.012, qber_z=0.0235, qber_x=0.0235,
         key_rate_bps=812.4,

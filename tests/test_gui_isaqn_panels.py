@@ -1,10 +1,10 @@
 """gui.isaqn_panels (pytest-qt, offscreen) fed with real frames and statuses.
 
 The frames and statuses come from a real recording of the simulated ISAQN bench replayed
-through the live feed with :class:`labctl.isaqn_view.IsaqnView` attached (the helpers of
-tests/test_isaqn_view.py; the recording is made once per session). Each test asserts on what
-the panel shows (the arrays in its plots, its labels and table cells) against the frames,
-the statuses and the bench config. A PNG of each panel is saved to ``$LABCTL_ARTIFACTS``
+through the live feed with :class:`labctl.isaqn_view.IsaqnView` attached (tests/recordings.py;
+the recording is made once per session). Each test asserts on what the panel shows (the
+arrays in its plots, its labels and table cells) against the frames, the statuses and the
+bench config. A PNG of each panel is saved to ``$LABCTL_ARTIFACTS``
 (if set) or the test's tmp_path.
 """
 
@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtGui import QImage
-from test_isaqn_view import Replayed, isaqn_recording, replay_with_gap, replay_with_view
+from recordings import (
+    IsaqnRecording,
+    Replayed,
+    replay_with_gap,
+    replay_with_view,
+    save_artifact,
+    show_panel,
+)
 
 from dsp.locate import fibre_delay_s, locate_source
 from gui.isaqn_panels import (
@@ -33,26 +38,15 @@ from labctl.isaqn_status import EventLocation, NetworkStatus
 
 
 @pytest.fixture(scope="module")
-def replayed(tmp_path_factory: pytest.TempPathFactory) -> Replayed:
-    return replay_with_view(isaqn_recording(tmp_path_factory), every=2)
+def replayed(isaqn_recording: IsaqnRecording) -> Replayed:
+    return replay_with_view(isaqn_recording.path, every=2)
 
 
-def save_png(widget, tmp_path: Path, name: str) -> Path:
-    """Render ``widget`` and save it under $LABCTL_ARTIFACTS or tmp_path."""
-    folder = Path(os.environ.get("LABCTL_ARTIFACTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    assert widget.grab().save(str(path))
-    image = QImage(str(path))
-    assert (image.width(), image.height()) == (widget.width(), widget.height())
-    return path
-
-
-def show(qtbot, panel, size=(900, 600)) -> None:
-    qtbot.addWidget(panel)
-    panel.resize(*size)
-    panel.show()
-    qtbot.waitExposed(panel)
+def shown_and_fed(qtbot, panel, replayed: Replayed, size=(900, 600)):
+    """``panel`` shown at ``size`` (px) and given every frame and status of ``replayed``."""
+    show_panel(qtbot, panel, size)
+    feed(panel, replayed)
+    return panel
 
 
 def feed(panel, replayed: Replayed) -> None:
@@ -74,9 +68,7 @@ def test_spectrum_panel_shows_the_spectrum_bands_and_vibration_flags(
     qtbot, replayed: Replayed, tmp_path: Path
 ) -> None:
     cfg = replayed.view.config
-    panel = SpectrumPanel(cfg)
-    show(qtbot, panel)
-    feed(panel, replayed)
+    panel = shown_and_fed(qtbot, SpectrumPanel(cfg), replayed)
     frame, status = replayed.frames[-1], replayed.statuses[-1]
     f, p = panel.spectrum()
     assert np.array_equal(f, frame.spectrum_freq_hz)
@@ -106,7 +98,7 @@ def test_spectrum_panel_shows_the_spectrum_bands_and_vibration_flags(
             assert label == n.name
             assert panel.band_brush_rgba(n.name) != VIBRATING_BRUSH
     assert f"{frame.spectrum_averages} averages" in panel.info_text()
-    save_png(panel, tmp_path, "isaqn_spectrum")
+    save_artifact(panel, "isaqn_spectrum", tmp_path)
 
 
 def test_spectrum_panel_flag_follows_the_status(qtbot, replayed: Replayed) -> None:
@@ -136,9 +128,7 @@ def test_phase_panel_shows_every_phase_sample_and_the_psd(
     qtbot, replayed: Replayed, tmp_path: Path
 ) -> None:
     cfg = replayed.view.config
-    panel = PhasePanel(cfg)
-    show(qtbot, panel, (900, 700))
-    feed(panel, replayed)
+    panel = shown_and_fed(qtbot, PhasePanel(cfg), replayed, (900, 700))
     frame = replayed.frames[-1]
     for b, node in enumerate(cfg.nodes):
         t, p = panel.phase(node.name)
@@ -155,7 +145,7 @@ def test_phase_panel_shows_every_phase_sample_and_the_psd(
         assert t[-1] - panel.window_s - column_s <= td[1] <= t[-1] - panel.window_s + column_s
         idx = np.searchsorted(t, td)
         assert np.array_equal(p[idx], pd)
-    save_png(panel, tmp_path, "isaqn_phase")
+    save_artifact(panel, "isaqn_phase", tmp_path)
 
 
 def test_phase_window_choice_reaches_the_view(qtbot, replayed: Replayed) -> None:
@@ -171,8 +161,10 @@ def test_phase_window_choice_reaches_the_view(qtbot, replayed: Replayed) -> None
         panel.set_window_s(0.0)
 
 
-def test_phase_panel_draws_a_gap_at_a_resynchronisation(tmp_path_factory, qtbot) -> None:
-    out = replay_with_gap(isaqn_recording(tmp_path_factory))
+def test_phase_panel_draws_a_gap_at_a_resynchronisation(
+    isaqn_recording: IsaqnRecording, qtbot
+) -> None:
+    out = replay_with_gap(isaqn_recording.path)
     panel = PhasePanel(out.view.config)
     qtbot.addWidget(panel)
     feed(panel, out)
@@ -193,9 +185,7 @@ def test_constellation_panel_shows_points_figures_and_history(
     qtbot, replayed: Replayed, tmp_path: Path
 ) -> None:
     cfg = replayed.view.config
-    panel = ConstellationPanel(cfg)
-    show(qtbot, panel, (1000, 800))
-    feed(panel, replayed)
+    panel = shown_and_fed(qtbot, ConstellationPanel(cfg), replayed, (1000, 800))
     frame, statuses = replayed.frames[-1], replayed.statuses
     last = statuses[-1]
     for row, node in enumerate(last.nodes):
@@ -218,7 +208,7 @@ def test_constellation_panel_shows_points_figures_and_history(
         t, lo, hi = panel.history_ci("xi_snu", node.name)
         np.testing.assert_array_equal(lo, [s.nodes[row].xi_ci_snu[0] for s in statuses])
         np.testing.assert_array_equal(hi, [s.nodes[row].xi_ci_snu[1] for s in statuses])
-    save_png(panel, tmp_path, "isaqn_constellation")
+    save_artifact(panel, "isaqn_constellation", tmp_path)
 
 
 # -- location -----------------------------------------------------------------------------------
@@ -250,9 +240,8 @@ def test_location_panel_shows_nodes_and_the_located_source(
     qtbot, replayed: Replayed, tmp_path: Path
 ) -> None:
     cfg = replayed.view.config
-    panel = LocationPanel()
-    show(qtbot, panel, (700, 700))
-    feed(panel, replayed)  # positions from the frames; the short run locates no event
+    # positions from the frames; the short run locates no event
+    panel = shown_and_fed(qtbot, LocationPanel(), replayed, (700, 700))
     positions = panel.node_positions()
     assert positions.pop("center") == (0.0, 0.0)
     assert positions == {n.name: (n.x_m, n.y_m) for n in cfg.nodes}
@@ -274,7 +263,7 @@ def test_location_panel_shows_nodes_and_the_located_source(
     )
     panel.update_status(again)
     assert len(panel.events_text()) == 2 and panel.events_text()[-1].endswith("AMBIGUOUS")
-    save_png(panel, tmp_path, "isaqn_location")
+    save_artifact(panel, "isaqn_location", tmp_path)
 
 
 def test_panels_have_titles_and_stable_names(qtbot, replayed: Replayed) -> None:

@@ -1,218 +1,39 @@
 """labctl.isaqn_view against independent references, on a real recording of the simulated bench.
 
-A 3 s run of ``configs/isaqn_sim.toml`` is recorded once per session (the live job on the
-simulated instruments, manual clock, the recorder the CLI uses; as tests/test_replay_h5.py)
-and replayed through the live feed with the view attached (``replay_file(observe=...)``).
+The session's 3 s recording of ``configs/isaqn_sim.toml`` (tests/recordings.py: the live job
+on the simulated instruments, manual clock, the recorder the CLI uses) is replayed through the
+live feed with the view attached (``replay_file(observe=...)``, ``recordings.replay_with_view``).
 References: ``scipy.signal.welch`` of the very records the feed pushed (receiver spectrum and
 phase PSD), the feed's own :class:`BandRecord` pilot phases and symbols (what the frames must
 carry, with nothing lost or duplicated whichever thread takes the frames and when).
-
-The helpers :func:`isaqn_recording` and :func:`replay_with_view` are shared with
-tests/test_gui_isaqn_panels.py (the recording is made once per session).
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from recordings import IsaqnRecording, Replayed, replay_with_gap, replay_with_view
 from scipy import signal
 
-from drivers.sim.clock import VirtualClock
-from labctl.config import CONFIG_DIR, load_bench
-from labctl.isaqn_feed import Record
-from labctl.isaqn_job import IsaqnJob, run_isaqn
-from labctl.isaqn_pipeline import RecordResult
-from labctl.isaqn_record import IsaqnRecorder, open_isaqn
-from labctl.isaqn_status import NetworkStatus
+from labctl.isaqn_record import open_isaqn
 from labctl.isaqn_view import (
     PSD_MIN_SEGMENTS,
     PSD_NPERSEG_RANGE,
     SPECTRUM_NPERSEG,
     SPECTRUM_RECORDS,
-    IsaqnFrame,
     IsaqnView,
     band_edges_hz,
     psd_nperseg,
 )
-from labctl.replay_h5 import replay_file
-
-BENCH = CONFIG_DIR / "isaqn_sim.toml"
-DATA_S = 3.0
-
-
-def isaqn_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 3 s recording of the simulated ISAQN bench, made once per session."""
-    folder = tmp_path_factory.getbasetemp() / "isaqn-view-recording"
-    path = folder / "run.h5"
-    done = folder / "complete"
-    if done.exists():
-        return path
-    folder.mkdir(exist_ok=True)
-    config = load_bench(BENCH)
-    recorders: list[IsaqnRecorder] = []
-
-    def factory(job: IsaqnJob):
-        rec = IsaqnRecorder(path, config, wavelength_nm=job.wavelength_nm)
-        rec.attach(job.bench.instruments)
-        recorders.append(rec)
-        return rec.record
-
-    try:
-        run_isaqn(
-            config,
-            duration_s=DATA_S,
-            sinks=[lambda st: recorders[0].status(st)],
-            record_sink_factory=factory,
-            clock=VirtualClock(realtime=False),
-        )
-    finally:
-        for rec in recorders:
-            rec.close()
-    done.touch()
-    return path
-
-
-@dataclass
-class Replayed:
-    """What a replay with the view attached gave: the view's frames and, as references, what
-    the feed produced (per band pilot times/phases and symbols, record by record)."""
-
-    view: IsaqnView
-    frames: list[IsaqnFrame] = field(default_factory=list)
-    statuses: list[NetworkStatus] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)
-    pilot_t: list[list[np.ndarray]] = field(default_factory=list)
-    pilot_phase: list[list[np.ndarray]] = field(default_factory=list)
-    symbols: list[list[np.ndarray]] = field(default_factory=list)
-    last_samples: deque[np.ndarray] = field(default_factory=lambda: deque(maxlen=SPECTRUM_RECORDS))
-    messages: list[str] = field(default_factory=list)
-
-    def cat(self, what: str, b: int) -> np.ndarray:
-        return np.concatenate(getattr(self, what)[b])
-
-    def frame_cat(self, what: str, b: int) -> np.ndarray:
-        return np.concatenate([getattr(f.nodes[b], what) for f in self.frames])
-
-
-def _capture(out: Replayed, n_bands: int):
-    out.pilot_t = [[] for _ in range(n_bands)]
-    out.pilot_phase = [[] for _ in range(n_bands)]
-    out.symbols = [[] for _ in range(n_bands)]
-
-    def take(record: Record, result: RecordResult | None) -> None:
-        out.kinds.append(record.kind)
-        out.last_samples.append(np.array(record.samples))
-        if result is None:
-            return
-        for b, band in result.bands.items():
-            out.pilot_t[b].append(band.pilot_t_s.copy())
-            out.pilot_phase[b].append(band.pilot_phase_rad.copy())
-            out.symbols[b].append(band.symbols_snu.copy())
-
-    return take
-
-
-def replay_with_view(path: Path, *, every: int = 1, concurrent: bool = False, **kw) -> Replayed:
-    """Replay ``path`` with an :class:`IsaqnView` observing the feed; a frame is taken after
-    every ``every``-th record on the pushing thread (as the dashboard's source does) or, with
-    ``concurrent``, by another thread in a loop; a last frame after the end."""
-    holder: list[Replayed] = []
-    stop = threading.Event()
-
-    def observe(feed) -> None:
-        view = IsaqnView(feed.config, **kw)
-        out = Replayed(view)
-        holder.append(out)
-        take = _capture(out, len(feed.config.nodes))
-        count = [0]
-
-        def observer(record: Record, result: RecordResult | None) -> None:
-            view.observe(record, result)
-            take(record, result)
-            count[0] += 1
-            if not concurrent and count[0] % every == 0:
-                frame = view.take_frame()
-                if frame is not None:
-                    out.frames.append(frame)
-
-        feed.observer = observer
-
-    def taker() -> None:
-        while not stop.is_set() or not holder:
-            if holder:
-                frame = holder[0].view.take_frame()
-                if frame is not None:
-                    holder[0].frames.append(frame)
-            stop.wait(0.001)
-
-    thread = threading.Thread(target=taker) if concurrent else None
-    if thread is not None:
-        thread.start()
-    statuses: list[NetworkStatus] = []
-    try:
-        report = replay_file(path, observe=observe, sink=lambda _k, s: statuses.append(s))
-    finally:
-        stop.set()
-        if thread is not None:
-            thread.join()
-    out = holder[0]
-    assert report.matches, report.mismatches[:3]
-    last = out.view.take_frame()
-    if last is not None:
-        out.frames.append(last)
-    out.statuses = statuses
-    return out
-
-
-def replay_with_gap(path: Path, skip: tuple[int, int] = (10, 13)) -> Replayed:
-    """Push the recording's records into a new feed with data records ``skip`` left out: a
-    gap in the stream, after which every band loses lock and is re-synchronised."""
-    with open_isaqn(path) as cap:
-        feed = cap.make_feed()
-        view = IsaqnView(feed.config)
-        out = Replayed(view)
-        feed.progress = out.messages.append
-        take = _capture(out, len(feed.config.nodes))
-
-        def observer(record: Record, result: RecordResult | None) -> None:
-            view.observe(record, result)
-            take(record, result)
-
-        feed.observer = observer
-        units = list(cap.units(0, cap.n_units))
-        first = next(k for k, u in enumerate(units) if u.kind == "data")
-        for k, unit in enumerate(units):
-            if first + skip[0] <= k < first + skip[1]:
-                continue
-            status = feed.push(unit)
-            if status is not None:
-                out.statuses.append(status)
-            if k % 4 == 0:
-                frame = view.take_frame()
-                if frame is not None:
-                    out.frames.append(frame)
-    last = view.take_frame()
-    if last is not None:
-        out.frames.append(last)
-    return out
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return isaqn_recording(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def replayed(recording: Path) -> Replayed:
-    return replay_with_view(recording, every=3)
+def replayed(isaqn_recording: IsaqnRecording) -> Replayed:
+    return replay_with_view(isaqn_recording.path, every=3)
 
 
 # -- spectrum -----------------------------------------------------------------------------------
@@ -260,8 +81,8 @@ def test_spectrum_is_the_welch_average_of_the_last_records(replayed: Replayed) -
         assert np.mean(p[sel]) > 10.0 * np.median(p[outside])
 
 
-def test_spectrum_average_restarts_with_each_record_kind(recording: Path) -> None:
-    out = replay_with_view(recording, every=1)
+def test_spectrum_average_restarts_with_each_record_kind(isaqn_recording: IsaqnRecording) -> None:
+    out = replay_with_view(isaqn_recording.path, every=1)
     kinds = [f.record_kind for f in out.frames]
     for kind in ("electronic", "shot", "data"):
         first = kinds.index(kind)
@@ -281,16 +102,18 @@ def test_frames_carry_every_pilot_phase_the_feed_produced(replayed: Replayed) ->
         assert all(f.nodes[b].breaks.size == 0 for f in replayed.frames)  # no re-sync
 
 
-def test_frames_taken_by_another_thread_lose_no_sample(recording: Path) -> None:
-    out = replay_with_view(recording, concurrent=True)
+def test_frames_taken_by_another_thread_lose_no_sample(isaqn_recording: IsaqnRecording) -> None:
+    out = replay_with_view(isaqn_recording.path, concurrent=True)
     assert len(out.frames) > 1
     for b in range(len(out.view.config.nodes)):
         assert np.array_equal(out.frame_cat("t_s", b), out.cat("pilot_t", b))
         assert np.array_equal(out.frame_cat("phase_rad", b), out.cat("pilot_phase", b))
 
 
-def test_a_resynchronisation_is_marked_where_the_new_stream_starts(recording: Path) -> None:
-    out = replay_with_gap(recording)
+def test_a_resynchronisation_is_marked_where_the_new_stream_starts(
+    isaqn_recording: IsaqnRecording,
+) -> None:
+    out = replay_with_gap(isaqn_recording.path)
     assert any("re-synchronised" in m for m in out.messages)
     for b in range(len(out.view.config.nodes)):
         t = out.frame_cat("t_s", b)
@@ -341,8 +164,8 @@ def test_set_window_is_checked_and_waits_for_data(replayed: Replayed) -> None:
         out.view.set_window_s(float("nan"))
 
 
-def test_window_applies_from_the_next_frame(recording: Path) -> None:
-    with open_isaqn(recording) as cap:
+def test_window_applies_from_the_next_frame(isaqn_recording: IsaqnRecording) -> None:
+    with open_isaqn(isaqn_recording.path) as cap:
         feed = cap.make_feed()
         view = IsaqnView(feed.config, window_s=0.5, psd_period_s=0.0)
         view.attach(feed)

@@ -1,9 +1,10 @@
 """Recording and replay end to end: the simulated benches record, replay reproduces.
 
-Two recordings are made on a manual clock (ISAQN: 3 s of data; entanglement: 8 s, loops and
-interlocks running), with the recorders the CLI uses. Replay pushes their raw data through the
-live feeds and must reproduce every recorded update; chunked replay on a 2-worker Dask
-LocalCluster must give the single-process result exactly. A writer killed by SIGKILL leaves a
+The session's two recordings (tests/recordings.py, fixtures of tests/conftest.py) are made on a
+manual clock (ISAQN: 3 s of data; entanglement: 4 s, loops and interlocks running), with the
+recorders the CLI uses. Replay pushes their raw data through the live feeds and must
+reproduce every recorded update; chunked replay on a 2-worker Dask LocalCluster must give the
+single-process result exactly. A writer killed by SIGKILL leaves a
 file replay reads; a file still being written is followed to its end.
 """
 
@@ -22,93 +23,39 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from recordings import ISAQN_BENCH, EntRecording, IsaqnRecording
 
-from drivers.sim.clock import VirtualClock
 from labctl.cli import main
-from labctl.config import CONFIG_DIR, load_bench
-from labctl.entangle_job import EntanglementJob, run_entanglement
-from labctl.entangle_record import EntanglementRecorder, open_entanglement
+from labctl.entangle_record import open_entanglement
 from labctl.h5read import RecordingError
 from labctl.h5record import FormatId, Recorder, Schema, Table
-from labctl.isaqn_job import IsaqnJob, run_isaqn
-from labctl.isaqn_record import IsaqnRecorder, open_isaqn
+from labctl.isaqn_record import open_isaqn
 from labctl.replay_h5 import open_capture, parse_speed, replay_chunk, replay_file
 from labctl.run_record import settings_at
 
 REPO = Path(__file__).resolve().parents[1]
-ISAQN_BENCH = CONFIG_DIR / "isaqn_sim.toml"
-ENT_BENCH = CONFIG_DIR / "entanglement_sim.toml"
-
-
-@pytest.fixture(scope="module")
-def isaqn_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    config = load_bench(ISAQN_BENCH)
-    path = tmp_path_factory.mktemp("isaqn") / "run.h5"
-    statuses: list = []
-    recorders: list[IsaqnRecorder] = []
-
-    def factory(job: IsaqnJob):
-        rec = IsaqnRecorder(path, config, wavelength_nm=job.wavelength_nm)
-        rec.attach(job.bench.instruments)
-        recorders.append(rec)
-        return rec.record
-
-    try:
-        run_isaqn(
-            config,
-            duration_s=3.0,
-            sinks=[statuses.append, lambda st: recorders[0].status(st)],
-            record_sink_factory=factory,
-            clock=VirtualClock(realtime=False),
-        )
-    finally:
-        for rec in recorders:
-            rec.close()
-    return {"path": path, "statuses": statuses}
-
-
-@pytest.fixture(scope="module")
-def ent_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    config = load_bench(ENT_BENCH)
-    path = tmp_path_factory.mktemp("ent") / "run.h5"
-    statuses: list = []
-    recorders: list[EntanglementRecorder] = []
-    jobs: list[EntanglementJob] = []
-
-    def hook(job: EntanglementJob) -> None:
-        jobs.append(job)
-        recorders.append(EntanglementRecorder.for_job(path, job))
-
-    try:
-        run_entanglement(
-            config,
-            duration_s=8.0,
-            sinks=[statuses.append, lambda st: recorders[0].status(st)],
-            clock=VirtualClock(realtime=False),
-            job_hook=hook,
-        )
-    finally:
-        for rec in recorders:
-            rec.close()
-    return {"path": path, "statuses": statuses, "hist": jobs[0].monitor.counts.hist.copy()}
 
 
 # -- the recordings ---------------------------------------------------------------------------
-def test_isaqn_recording_reads_back_as_the_live_run(isaqn_run: dict) -> None:
-    with open_isaqn(isaqn_run["path"]) as cap:
+def test_isaqn_recording_reads_back_as_the_live_run(isaqn_recording: IsaqnRecording) -> None:
+    with open_isaqn(isaqn_recording.path) as cap:
         assert cap.complete
-        assert [s.to_dict() for s in cap.statuses()] == [s.to_dict() for s in isaqn_run["statuses"]]
+        assert [s.to_dict() for s in cap.statuses()] == [
+            s.to_dict() for s in isaqn_recording.statuses
+        ]
         assert cap.rec.attrs["format"] == "labctl-isaqn"
         assert cap.rec.attrs["format_version"] == "2.0"
 
 
-def test_entanglement_recording_holds_tags_steps_loops_and_settings(ent_run: dict) -> None:
-    with open_entanglement(ent_run["path"]) as cap:
+def test_entanglement_recording_holds_tags_steps_loops_and_settings(
+    ent_recording: EntRecording,
+) -> None:
+    with open_entanglement(ent_recording.path) as cap:
         assert cap.complete
-        live = [s.to_dict() for s in ent_run["statuses"]]
+        live = [s.to_dict() for s in ent_recording.statuses]
         assert cap.recorded_dicts() == live
         last = cap.n_statuses - 1
-        assert np.array_equal(cap.histograms(last), ent_run["hist"])
+        assert np.array_equal(cap.histograms(last), ent_recording.hist)
         steps = cap.rec.table("derived/steps")
         assert steps.size >= 2 and np.all(np.diff(steps["step"]) == 1)
         loops = json.loads(cap.rec.info("derived/loops").attrs["loops"])
@@ -132,36 +79,40 @@ def test_entanglement_recording_holds_tags_steps_loops_and_settings(ent_run: dic
 
 
 # -- replay ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("which", ["isaqn_run", "ent_run"])
+@pytest.mark.parametrize("which", ["isaqn_recording", "ent_recording"])
 def test_replay_reproduces_every_recorded_update(which: str, request) -> None:
     run = request.getfixturevalue(which)
-    report = replay_file(run["path"])
+    report = replay_file(run.path)
     assert report.complete
-    assert report.compared == report.recorded_updates == len(run["statuses"]) > 0
+    assert report.compared == report.recorded_updates == len(run.statuses) > 0
     assert report.mismatches == []
-    assert [d for _, d in report.updates] == [s.to_dict() for s in run["statuses"]]
+    assert [d for _, d in report.updates] == [s.to_dict() for s in run.statuses]
 
 
 def test_replayed_entanglement_statuses_carry_the_recorded_loops_and_interlocks(
-    ent_run: dict,
+    ent_recording: EntRecording,
 ) -> None:
     """The status objects themselves (what the dashboard draws), not only their dicts."""
     got: list = []
-    replay_file(ent_run["path"], sink=lambda k, st: got.append(st))
-    live = ent_run["statuses"]
+    replay_file(ent_recording.path, sink=lambda k, st: got.append(st))
+    live = ent_recording.statuses
     assert any(st.loops for st in live) and any(st.interlocks for st in live)
     assert [st.to_dict() for st in got] == [st.to_dict() for st in live]
     assert [type(r.status).__name__ for r in got[-1].loops] == ["LoopStatus"] * len(live[-1].loops)
 
 
-def test_replay_time_range_reports_the_same_updates_as_a_full_replay(ent_run: dict) -> None:
-    full = replay_file(ent_run["path"]).updates
-    part = replay_file(ent_run["path"], start_s=3.0, end_s=6.0).updates
-    assert part == [(k, d) for k, d in full if 3.0 - 1e-9 <= d["time_s"] <= 6.0 + 1e-9]
+def test_replay_time_range_reports_the_same_updates_as_a_full_replay(
+    ent_recording: EntRecording,
+) -> None:
+    full = replay_file(ent_recording.path).updates
+    start_s, end_s = 1.0, 2.2  # updates before, inside and after the range
+    part = replay_file(ent_recording.path, start_s=start_s, end_s=end_s).updates
+    assert part == [(k, d) for k, d in full if start_s - 1e-9 <= d["time_s"] <= end_s + 1e-9]
     assert len(part) == 3
+    assert full[0][1]["time_s"] < start_s and full[-1][1]["time_s"] > end_s
 
 
-def test_replay_paced_sleeps_the_data_time_over_the_speed(isaqn_run: dict) -> None:
+def test_replay_paced_sleeps_the_data_time_over_the_speed(isaqn_recording: IsaqnRecording) -> None:
     now = [0.0]  # a simulated wall clock: replaying itself takes no time on it
     sleeps: list[float] = []
 
@@ -169,7 +120,7 @@ def test_replay_paced_sleeps_the_data_time_over_the_speed(isaqn_run: dict) -> No
         sleeps.append(dt)
         now[0] += dt
 
-    report = replay_file(isaqn_run["path"], speed=4.0, sleep=sleep, clock=lambda: now[0])
+    report = replay_file(isaqn_recording.path, speed=4.0, sleep=sleep, clock=lambda: now[0])
     assert sum(sleeps) == pytest.approx(report.data_s / 4.0, rel=1e-9)
     assert len(sleeps) == 30  # one per data record (the calibration records are at t = 0)
     with pytest.raises(ValueError, match="--speed 'fast'"):
@@ -177,23 +128,24 @@ def test_replay_paced_sleeps_the_data_time_over_the_speed(isaqn_run: dict) -> No
     assert parse_speed("max") is None and parse_speed("2.5x") == 2.5
 
 
-def test_chunks_carry_the_state_exactly(ent_run: dict) -> None:
-    path = ent_run["path"]
+def test_chunks_carry_the_state_exactly(ent_recording: EntRecording) -> None:
+    path = ent_recording.path
     _, whole = replay_chunk(path, 0, None)
     feed, first = replay_chunk(path, 0, 57)
     feed, second = replay_chunk(path, 57, 120, feed)
     _, rest = replay_chunk(path, 120, None, feed)
+    assert first and second and rest  # every chunk holds updates: the state is carried
     assert first + second + rest == whole
     with pytest.raises(ValueError, match="needs the previous feed"):
         replay_chunk(path, 5, 10)
 
 
 def test_dask_local_cluster_with_two_workers_equals_single_process(
-    isaqn_run: dict, ent_run: dict
+    isaqn_recording: IsaqnRecording, ent_recording: EntRecording
 ) -> None:
     from labctl.replay_dask import replay_many
 
-    paths = [str(isaqn_run["path"]), str(ent_run["path"])]
+    paths = [str(isaqn_recording.path), str(ent_recording.path)]
     progress: list[tuple[str, int, int]] = []
     results = replay_many(
         paths, n_workers=2, chunk_units=25, progress=lambda *a: progress.append(a)
@@ -205,19 +157,19 @@ def test_dask_local_cluster_with_two_workers_equals_single_process(
         assert done == sorted(done) and done[-1] == open_capture(p).n_units
 
 
-def test_cli_replay_json_and_check(ent_run: dict, capsys) -> None:
-    assert main(["replay", str(ent_run["path"]), "--json", "--check", "--all"]) == 0
+def test_cli_replay_json_and_check(ent_recording: EntRecording, capsys) -> None:
+    assert main(["replay", str(ent_recording.path), "--json", "--check", "--all"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["matches_recorded"] and out["compared"] == len(ent_run["statuses"])
-    assert out["all"] == [s.to_dict() for s in ent_run["statuses"]]
+    assert out["matches_recorded"] and out["compared"] == len(ent_recording.statuses)
+    assert out["all"] == [s.to_dict() for s in ent_recording.statuses]
 
 
 # -- bad files ----------------------------------------------------------------------------------
-def test_bad_files_give_one_clear_line(tmp_path: Path, ent_run: dict, capsys) -> None:
+def test_bad_files_give_one_clear_line(tmp_path: Path, ent_recording: EntRecording, capsys) -> None:
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(b"not hdf5 at all" * 100)
     cut = tmp_path / "cut.h5"
-    data = ent_run["path"].read_bytes()
+    data = ent_recording.path.read_bytes()
     cut.write_bytes(data[: len(data) // 3])
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
@@ -280,7 +232,9 @@ def test_sigkilled_run_leaves_a_file_replay_reproduces(tmp_path: Path) -> None:
     assert report.compared == report.recorded_updates and report.mismatches == []
 
 
-def test_follow_reads_a_file_while_it_is_written(tmp_path: Path, isaqn_run: dict) -> None:
+def test_follow_reads_a_file_while_it_is_written(
+    tmp_path: Path, isaqn_recording: IsaqnRecording
+) -> None:
     """Another process re-records the ISAQN capture slowly; a follower replays it while it
     grows and ends when the writer closes it, with every update."""
     path = tmp_path / "growing.h5"
@@ -289,7 +243,7 @@ def test_follow_reads_a_file_while_it_is_written(tmp_path: Path, isaqn_run: dict
         import time
         from labctl.config import load_bench
         from labctl.isaqn_record import IsaqnRecorder, open_isaqn
-        src = open_isaqn({str(isaqn_run["path"])!r})
+        src = open_isaqn({str(isaqn_recording.path)!r})
         rec = IsaqnRecorder(
             __import__("pathlib").Path({str(path)!r}), load_bench({str(ISAQN_BENCH)!r}),
             wavelength_nm=src.wavelength_nm, flush_interval_s=0.05,
@@ -312,6 +266,6 @@ def test_follow_reads_a_file_while_it_is_written(tmp_path: Path, isaqn_run: dict
     report = replay_file(path, follow=True, poll_s=0.05)
     assert proc.wait(timeout=60) == 0
     assert report.complete
-    assert report.mismatches == [] and report.compared == len(isaqn_run["statuses"])
+    assert report.mismatches == [] and report.compared == len(isaqn_recording.statuses)
     assert report.units == open_isaqn(path).n_units
     shutil.rmtree(tmp_path, ignore_errors=True)
