@@ -1246,8 +1246,11 @@ class SpectrumPlot(TracePlot):
         lo, hi = (math.log10(f_lo_hz), math.log10(f_hi_hz)) if self._log_x else (f_lo_hz, f_hi_hz)
         region = pg.LinearRegionItem(values=(lo, hi), movable=False, brush=brush)
         region.setZValue(-10)
-        if label:
-            pg.InfLineLabel(region.lines[0], text=label, position=0.95, anchors=[(0, 0), (0, 0)])
+        if label:  # staggered down the plot, so the labels of neighbouring bands do not overlap
+            position = 0.95 - 0.1 * (len(self._bands) % 4)
+            pg.InfLineLabel(
+                region.lines[0], text=label, position=position, anchors=[(0, 0), (0, 0)]
+            )
         self.getPlotItem().addItem(region, ignoreBounds=True)
         self._bands.append(region)
         return region

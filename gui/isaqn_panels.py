@@ -141,8 +141,10 @@ class SpectrumPanel(QWidget):
             if name in self._marks:
                 continue
             region = self.plot.mark_band(lo, hi, color=QUIET_BRUSH)
+            # staggered down the plot: neighbouring bands' labels do not overlap
+            position = 0.95 - 0.1 * (len(self._marks) % 4)
             label = pg.InfLineLabel(
-                region.lines[0], text=name, position=0.95, anchors=[(0, 0), (0, 0)]
+                region.lines[0], text=name, position=position, anchors=[(0, 0), (0, 0)]
             )
             self._marks[name] = _BandMark(region, label, name)
             status = self._statuses.get(name)

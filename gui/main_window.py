@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QShowEvent
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
 
 from gui.run_controls import LogPanel, RecordingPanel, ReplayPanel, recording_file_name
@@ -63,8 +63,16 @@ def bench_panels(kind: str, config: Any) -> list[tuple[QWidget, str]]:
 class MainWindow(QMainWindow):
     """The dashboard on ``source`` (a :class:`LiveSource` or a :class:`ReplaySource`)."""
 
-    def __init__(self, source: LiveSource | ReplaySource, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        source: LiveSource | ReplaySource,
+        parent: QWidget | None = None,
+        *,
+        persist_layout: bool = True,
+    ) -> None:
         super().__init__(parent)
+        #: restore the saved layout and save it on close (off for reproducible screenshots)
+        self.persist_layout = persist_layout
         self.source = source
         self.live = isinstance(source, LiveSource)
         self.kind = source.kind
@@ -111,7 +119,22 @@ class MainWindow(QMainWindow):
         else:
             self.resize(1600, 1000)
         self._attach(source)
-        self._restore_layout()
+        #: the default split is applied once shown (docks have no sizes before)
+        self._split_pending = not (persist_layout and self._restore_layout())
+
+    def _default_split(self) -> None:
+        """The default layout gives the left column (the bench's main plots) 45 % of the
+        width."""
+        area = self.dockWidgetArea
+        left = [d for d in self.docks.values() if area(d) == _AREAS["left"]]
+        right = [d for d in self.docks.values() if area(d) == _AREAS["right"]]
+        if left and right:
+            width = self.width()
+            self.resizeDocks(
+                [left[0], right[0]],
+                [int(0.45 * width), int(0.55 * width)],
+                Qt.Orientation.Horizontal,
+            )
 
     def _attach(self, source: LiveSource | ReplaySource) -> None:
         """Connect the source's signals to the panels (and, live, to the bench hand-over)."""
@@ -181,14 +204,20 @@ class MainWindow(QMainWindow):
             QSettings.Format.IniFormat, QSettings.Scope.UserScope, SETTINGS_ORG, SETTINGS_APP
         )
 
-    def _restore_layout(self) -> None:
+    def _restore_layout(self) -> bool:
+        """The saved layout, if there is one (True)."""
         s = self.settings()
         geometry = s.value(f"{self._settings_key()}/geometry")
         state = s.value(f"{self._settings_key()}/state")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
-        if isinstance(state, QByteArray):
-            self.restoreState(state)
+        return isinstance(state, QByteArray) and self.restoreState(state)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self._split_pending:
+            self._split_pending = False
+            QTimer.singleShot(0, self, self._default_split)
 
     def save_layout(self) -> None:
         s = self.settings()
@@ -272,7 +301,8 @@ class MainWindow(QMainWindow):
             self.source.stop()
             event.ignore()
             return
-        self.save_layout()
+        if self.persist_layout:
+            self.save_layout()
         if self.instrument_panels is not None:
             self.instrument_panels.shutdown(wait=True)
         super().closeEvent(event)

@@ -557,6 +557,7 @@ class ReplaySource(_Source):
 
     def _observe(self, feed: Any) -> None:
         self._feed = feed
+        feed.progress = self.message.emit  # calibration, locks, re-syncs: as live
         if self.kind == "isaqn":
             feed.observer = self._observe_record
 

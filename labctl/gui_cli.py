@@ -103,8 +103,6 @@ def cmd_gui(args: argparse.Namespace) -> int:
             raise CliError(f"--screenshot {args.screenshot}: expected a .png (or .jpg) file")
         if not has_display() or os.environ.get("QT_QPA_PLATFORM") is None:
             os.environ["QT_QPA_PLATFORM"] = "offscreen"
-            # the offscreen plugin warns about window hints it cannot honour: noise here
-            os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
     source = _make_source(args)
     return run_dashboard(source, screenshot=args.screenshot, after_s=args.after_s)
 
@@ -138,18 +136,29 @@ def _make_source(args: argparse.Namespace) -> Any:
     return LiveSource(config, record_path=path, flush_s=args.flush_s)
 
 
+#: Qt warnings that are noise here (the offscreen platform cannot honour window size hints)
+_QT_NOISE = ("does not support propagateSizeHints",)
+
+
+def _qt_messages(mode: Any, context: Any, message: str) -> None:
+    """Qt's messages on stderr, less the known noise."""
+    if not any(noise in message for noise in _QT_NOISE):
+        print(f"qt: {message}", file=sys.stderr)
+
+
 def run_dashboard(source: Any, *, screenshot: Path | None = None, after_s: float = 8.0) -> int:
     """Show the dashboard on ``source`` until the window closes (or, with ``screenshot``, save
     it after ``after_s`` seconds and close). 0, or 1 if the source ended on a fault."""
     import pyqtgraph as pg
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import QTimer, qInstallMessageHandler
     from PySide6.QtWidgets import QApplication
 
     from gui.main_window import MainWindow
 
+    qInstallMessageHandler(_qt_messages)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     pg.setConfigOptions(antialias=False)
-    window = MainWindow(source)
+    window = MainWindow(source, persist_layout=screenshot is None)  # shots: default layout
     faults: list[str] = []
     source.fault.connect(faults.append)
 
