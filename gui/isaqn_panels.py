@@ -43,7 +43,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gui.fastplot import SpectrumPlot, TracePlot
+from gui.fastplot import PointCloudItem, SpectrumPlot, TracePlot
 from labctl.isaqn_config import IsaqnConfig
 from labctl.isaqn_status import EventLocation, NetworkStatus, NodeStatus
 from labctl.isaqn_view import MAX_WINDOW_S, WINDOW_S, IsaqnFrame, band_edges_hz
@@ -402,7 +402,8 @@ class ConstellationPanel(QWidget):
     def __init__(self, config: object = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("isaqn-constellation")
-        self._scatter: dict[str, pg.ScatterPlotItem] = {}
+        self._scatter: dict[str, PointCloudItem] = {}
+        self._extent_snu: dict[str, float] = {}  # half-width of each scatter's square view
         self._rows: dict[str, int] = {}
         self.scatter_area = QGridLayout()
         self.table = QTableWidget(0, len(TABLE_COLUMNS))
@@ -437,9 +438,11 @@ class ConstellationPanel(QWidget):
         plot.showGrid(x=True, y=True, alpha=0.3)
         color = pg.mkColor(node_color(k))
         color.setAlpha(110)
-        item = pg.ScatterPlotItem(size=3, pen=None, brush=pg.mkBrush(color))
+        item = PointCloudItem(color=color, size_px=2.0)
         plot.addItem(item)
+        plot.disableAutoRange()  # ranged in _range_constellation: axes not redone every frame
         self._scatter[name] = item
+        self._extent_snu[name] = 0.0
         self.scatter_area.addWidget(plot, 0, k)
         self.table.setRowCount(len(self._rows))
         self._set_cell(k, 0, name)
@@ -463,7 +466,24 @@ class ConstellationPanel(QWidget):
         """The latest constellation points of every node."""
         for node in frame.nodes:
             self._add_node(node.name)
-            self._scatter[node.name].setData(node.constellation_x_snu, node.constellation_p_snu)
+            x, p = node.constellation_x_snu, node.constellation_p_snu
+            self._scatter[node.name].set_points(x, p)
+            self._range_constellation(node.name, x, p)
+
+    def _range_constellation(self, name: str, x: FloatArray, p: FloatArray) -> None:
+        """A square view centred on 0 that holds every point: grown at once when points leave
+        it, shrunk when they use less than half of it (whole SNU, so it rarely changes)."""
+        if not x.size:
+            return
+        reach = float(max(np.max(np.abs(x)), np.max(np.abs(p))))
+        extent = self._extent_snu[name]
+        if reach > extent or reach < extent / 2:
+            extent = float(math.ceil(1.1 * reach)) if math.isfinite(reach) else 1.0
+            self._extent_snu[name] = max(extent, 1.0)
+            view = self._scatter[name].getViewBox()
+            if view is not None:
+                e = self._extent_snu[name]
+                view.setRange(xRange=(-e, e), yRange=(-e, e), padding=0.0)
 
     def update_status(self, status: NetworkStatus) -> None:
         """Figures table and one history sample per quantity and node."""
@@ -504,7 +524,7 @@ class ConstellationPanel(QWidget):
     # -- accessors ---------------------------------------------------------------------------
     def points(self, name: str) -> tuple[FloatArray, FloatArray]:
         """(X_snu, P_snu) of ``name``'s scatter."""
-        x, p = self._scatter[name].getData()
+        x, p = self._scatter[name].points()
         return np.asarray(x, dtype=np.float64), np.asarray(p, dtype=np.float64)
 
     def cell_text(self, row: int, col: int) -> str:

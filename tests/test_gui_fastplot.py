@@ -600,3 +600,38 @@ def test_benchmark_cli(qapp, capsys) -> None:
     out = json.loads(capsys.readouterr().out)
     assert out["points_per_trace"] == 2000 and out["traces"] == 1
     assert out["modes"]["labctl"]["envelope_matches"] is True
+
+
+def test_point_cloud_draws_every_finite_point_as_a_dot(qtbot) -> None:
+    import pyqtgraph as pg
+
+    from gui.fastplot import PointCloudItem
+
+    plot = pg.PlotWidget()
+    qtbot.addWidget(plot)
+    cloud = PointCloudItem(color=(255, 0, 0), size_px=2.0)
+    plot.addItem(cloud)
+    x = np.array([0.0, 1.0, np.nan, 3.0, 4.0])
+    y = np.array([1.0, np.inf, 2.0, 3.0, -1.0])
+    cloud.set_points(x, y)
+    px, py = cloud.points()
+    np.testing.assert_array_equal(px, [0.0, 3.0, 4.0])
+    np.testing.assert_array_equal(py, [1.0, 3.0, -1.0])
+    cx, cy = cloud.getData()  # (almost) zero-length segments, one per point: a dot each
+    np.testing.assert_allclose(cx, np.repeat(px, 2), rtol=0, atol=1e-8)
+    np.testing.assert_array_equal(cy, np.repeat(py, 2))
+    assert cloud.opts["connect"] == "pairs" and cloud.opts["pen"].isCosmetic()
+    plot.resize(200, 200)
+    plot.show()
+    plot.setRange(xRange=(-1, 5), yRange=(-2, 4))
+    qtbot.waitExposed(plot)
+    image = plot.grab().toImage()  # red dots were painted
+    reds = sum(
+        1
+        for i in range(image.width())
+        for j in range(image.height())
+        if image.pixelColor(i, j).red() > 200 and image.pixelColor(i, j).green() < 80
+    )
+    assert reds >= 3
+    with pytest.raises(ValueError, match="differ"):
+        cloud.set_points(np.zeros(3), np.zeros(2))
