@@ -68,6 +68,7 @@ from drivers.errors import (
 )
 from drivers.instrument import Instrument
 from drivers.settings import Range, Setting
+from gui import gc_policy
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +379,9 @@ class InstrumentPanel(QWidget):
             max_workers=1, thread_name_prefix=f"gui-{instrument.name}"
         )
 
+        # a worker thread next to Qt objects: cycles are collected on the GUI thread only
+        gc_policy.acquire()
+        self._gc_held = True
         self._forwarder = _Forwarder()
         queued = Qt.ConnectionType.QueuedConnection
         self._forwarder.write_done.connect(self._on_write_done, queued)
@@ -595,6 +599,9 @@ class InstrumentPanel(QWidget):
         self._closing.set()
         self._instrument.remove_setting_listener(self._listener)
         self._executor.shutdown(wait=wait, cancel_futures=True)
+        if self._gc_held:
+            self._gc_held = False
+            gc_policy.release()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.shutdown()

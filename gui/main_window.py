@@ -16,13 +16,13 @@ Closing the window while live stops the job first: the window stays until the so
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent, QShowEvent
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
 
+from gui import gc_policy
 from gui.run_controls import LogPanel, RecordingPanel, ReplayPanel, recording_file_name
 from gui.sources import LiveSource, ReplaySource
 
@@ -71,6 +71,8 @@ class MainWindow(QMainWindow):
         persist_layout: bool = True,
     ) -> None:
         super().__init__(parent)
+        gc_policy.acquire()  # cycles collected on this thread only while the window lives
+        self._gc_held = True
         #: restore the saved layout and save it on close (off for reproducible screenshots)
         self.persist_layout = persist_layout
         self.source = source
@@ -85,8 +87,6 @@ class MainWindow(QMainWindow):
         self.panels: dict[str, QWidget] = {}
         self.instrument_panels: Any = None
         self._closing = False
-        self._frames = 0
-        self._last_status_t = time.monotonic()
 
         for panel, area in bench_panels(self.kind, config):
             self._dock(panel, area)
@@ -114,10 +114,8 @@ class MainWindow(QMainWindow):
             source.restarted.connect(self._restarted)
             source.done.connect(self._replay_done)
         self._dock(self.log, "bottom")
-        if not self.panels or len(self.panels) <= 3:
-            self.resize(1200, 800)
-        else:
-            self.resize(1600, 1000)
+        # an instruments-only bench needs less room than the data panels
+        self.resize(*((1200, 800) if self.kind == "bench" else (1600, 1000)))
         self._attach(source)
         #: the default split is applied once shown (docks have no sizes before)
         self._split_pending = not (persist_layout and self._restore_layout())
@@ -238,7 +236,6 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _frame(self, frame: Any) -> None:
-        self._frames += 1
         for panel in self.panels.values():
             update = getattr(panel, "update_frame", None)
             if update is not None:
@@ -306,3 +303,6 @@ class MainWindow(QMainWindow):
         if self.instrument_panels is not None:
             self.instrument_panels.shutdown(wait=True)
         super().closeEvent(event)
+        if self._gc_held:
+            self._gc_held = False
+            gc_policy.release()

@@ -121,7 +121,7 @@ class RecordingPanel(QWidget):
         self.state_label.setText("RECORDING" if state.recording else "not recording")
         self.state_label.setStyleSheet("color: #c0392b" if state.recording else "")
         self.file_label.setText("-" if state.path is None else str(state.path))
-        running = self.source.running or self.source.updates == 0
+        running = self.source.running or not self.source.started  # a request waits for it
         self.start_button.setEnabled(running and not state.recording)
         self.stop_button.setEnabled(state.recording)
         if state.recording:

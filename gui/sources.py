@@ -127,6 +127,11 @@ class _Source(QObject):
         self._thread = threading.Thread(target=self._main, name=type(self).__name__, daemon=True)
         self._thread.start()
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` was called (the run may have ended since)."""
+        return self._thread is not None
+
     def stop(self) -> None:
         """Ask the worker to end (it finishes the current record/read); returns at once."""
         self._stop.set()

@@ -159,3 +159,37 @@ def test_replay_clock_refuses_a_speed_that_is_not_positive() -> None:
     clock = ReplayClock(threading.Event(), lambda: 0.0)
     with pytest.raises(ValueError, match="replay speed 0"):
         clock.set_rate(0.0)
+
+
+# -- garbage collection on the GUI thread ----------------------------------------------------
+def test_cycles_are_collected_on_the_gui_thread_while_the_policy_is_held(qtbot) -> None:
+    """A worker allocating heavily never runs the cycle collector (which could destroy a Qt
+    object there and deadlock with the GUI thread): the GUI thread's timer does."""
+    import gc
+
+    from gui import gc_policy
+
+    collected_on: list[threading.Thread] = []
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            collected_on.append(threading.current_thread())
+
+    was = gc.isenabled()
+    gc_policy.acquire()
+    try:
+        assert not gc.isenabled() and gc_policy.users() >= 1
+        Cycle()  # unreachable at once, but only the collector can free it
+        kept: list[list] = []  # net allocations past the collector's first threshold
+        worker = threading.Thread(target=lambda: kept.extend([] for _ in range(50_000)))
+        worker.start()
+        worker.join()
+        assert collected_on == [] or collected_on == [threading.main_thread()]
+        qtbot.waitUntil(lambda: bool(collected_on), timeout=10_000)
+        assert collected_on == [threading.main_thread()]
+    finally:
+        gc_policy.release()
+    assert gc.isenabled() == was and gc_policy.users() == 0
