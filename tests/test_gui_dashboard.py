@@ -178,12 +178,13 @@ def test_replay_of_the_dashboards_recording_shows_the_same_values(
     close(qtbot, window)
 
 
-def test_a_tec_fault_shows_as_a_trip_and_the_gui_stays_responsive(
-    qtbot: Any, tmp_path: Path
-) -> None:
-    """The ring's temperature sensor opens in the simulator: the TEC faults, the interlock
-    trips (pumps off), the dashboard shows it; a GUI timer keeps firing throughout."""
-    source = LiveSource(load_bench(ENT_BENCH), clock=VirtualClock(realtime=False))
+def live_with_a_ticking_timer(
+    qtbot: Any, bench: Path, *, updates: int
+) -> tuple[LiveSource, MainWindow, list[int], QTimer]:
+    """``bench`` live in a dashboard (fast virtual clock, not recorded) after ``updates``
+    statuses, with a GUI-thread timer counting its ticks into the returned list (a frozen GUI
+    thread would stop it)."""
+    source = LiveSource(load_bench(bench), clock=VirtualClock(realtime=False))
     window = MainWindow(source)
     ticks: list[int] = []
     timer = QTimer()
@@ -193,7 +194,16 @@ def test_a_tec_fault_shows_as_a_trip_and_the_gui_stays_responsive(
     source.status_ready.connect(lambda k, st: statuses.append(st))
     window.show()
     source.start()
-    qtbot.waitUntil(lambda: len(statuses) >= 2, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: len(statuses) >= updates, timeout=WAIT_MS)
+    return source, window, ticks, timer
+
+
+def test_a_tec_fault_shows_as_a_trip_and_the_gui_stays_responsive(
+    qtbot: Any, tmp_path: Path
+) -> None:
+    """The ring's temperature sensor opens in the simulator: the TEC faults, the interlock
+    trips (pumps off), the dashboard shows it; a GUI timer keeps firing throughout."""
+    source, window, ticks, _timer = live_with_a_ticking_timer(qtbot, ENT_BENCH, updates=2)
     source.bench.sim_host.sims["tec1"].set_sensor_open(True)
     panel = window.panels["control.interlocks"]
     rule = "pumps-off-on-tec-fault"
@@ -342,17 +352,7 @@ def test_replay_of_an_isaqn_recording_shows_the_same_values(
 def test_a_scope_that_drops_its_link_ends_the_run_safely_and_a_new_run_recovers(
     qtbot: Any, tmp_path: Path
 ) -> None:
-    source = LiveSource(load_bench(ISAQN_BENCH), clock=VirtualClock(realtime=False))
-    window = MainWindow(source)
-    ticks: list[int] = []
-    timer = QTimer()
-    timer.timeout.connect(lambda: ticks.append(1))
-    timer.start(20)
-    statuses: list[Any] = []
-    source.status_ready.connect(lambda k, st: statuses.append(st))
-    window.show()
-    source.start()
-    qtbot.waitUntil(lambda: len(statuses) >= 1, timeout=WAIT_MS)
+    source, window, ticks, _timer = live_with_a_ticking_timer(qtbot, ISAQN_BENCH, updates=1)
     sims = source.bench.sim_host.sims
     laser = sims["laser1"]
     sims["scope1"].faults.inject("drop", count=None)
