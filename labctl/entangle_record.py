@@ -39,6 +39,7 @@ Interlock state changes are also ``interlock`` events in ``/_recording/events``.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -396,8 +397,9 @@ class EntanglementCapture(Capture):
         if not result.update_due:
             return None
         k = feed.updates
-        status = feed.status(**self.instrument_parts(k), **self.control_parts(k))
-        return status, {**status.to_dict(), **self.control_json(k)}
+        control = self.control_json(k)
+        status = feed.status(**self.instrument_parts(k), **self.control_parts(k, control))
+        return status, {**status.to_dict(), **control}
 
     @property
     def n_statuses(self) -> int:
@@ -419,13 +421,17 @@ class EntanglementCapture(Capture):
             tec = from_row(TecStatus, row, ("name",), name=ent.tec)
         return {"pumps": pumps, "tec": tec}
 
-    def control_parts(self, update: int) -> dict[str, Any]:
+    @functools.cached_property
+    def _loop_meta(self) -> list[tuple[str, str, list[str]]]:
+        """(name, kind, units) of each column of ``derived/loops`` (read once)."""
+        return json.loads(cell_text(self.rec.info("derived/loops").attrs["loops"]))
+
+    def control_parts(self, update: int, control: dict[str, Any]) -> dict[str, Any]:
         """The recorded loops (typed :class:`LoopRow` s, from ``derived/loops``) and interlock
-        states (:class:`RuleStatus`, from ``derived/control``) of update ``update``: replay
-        shows them as the live run did."""
+        states (:class:`RuleStatus`, from ``control``: :meth:`control_json` of the update) of
+        update ``update``: replay shows them as the live run did."""
         loops: tuple[LoopRow, ...] = ()
         if "derived/loops" in self.rec.tables and update < self.rec.rows("derived/loops"):
-            meta = json.loads(cell_text(self.rec.info("derived/loops").attrs["loops"]))
             row = self.rec.table("derived/loops", update, update + 1)[0]
             loops = tuple(
                 LoopRow(
@@ -434,9 +440,9 @@ class EntanglementCapture(Capture):
                     (units[0], units[1]),
                     from_row(LoopStatus, row[j], ("name",), name=name),
                 )
-                for j, (name, kind, units) in enumerate(meta)
+                for j, (name, kind, units) in enumerate(self._loop_meta)
             )
-        rules = self.control_json(update)["interlocks"]
+        rules = control["interlocks"]
         interlocks = {rule: RuleStatus(**{**info, "rule": rule}) for rule, info in rules.items()}
         return {"loops": loops, "interlocks": interlocks}
 
