@@ -373,7 +373,12 @@ class LiveSource(_Source):
                 job.read_sink = self._read  # for_job points it at the recorder itself
             else:
                 rec = RunRecorder(
-                    path, self.config, GENERIC_FORMAT, [], flush_interval_s=self.flush_s
+                    path,
+                    self.config,
+                    GENERIC_FORMAT,
+                    [],
+                    flush_interval_s=self.flush_s,
+                    on_error=alarm,
                 )
                 rec.attach(self.bench.instruments)
         except (OSError, ValueError, RuntimeError) as exc:
